@@ -1,0 +1,1 @@
+"""Network adapters: one package per network, loaded through entry points."""

@@ -1,0 +1,74 @@
+"""The interfaces every network adapter implements.
+
+Adapters are found through the ``han_gateway.adapters`` entry point group, so
+the core never imports a network library.  The supervisor builds an adapter
+with ``factory(context)`` and then calls ``start``; the adapter's ``run`` lasts
+until cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from gateway.bus import Bus
+from gateway.model import LoadCommand, LoadState, Snapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    ok: bool
+    detail: str = ""
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    id: int
+    snapshot: Snapshot
+
+
+class Outbox(Protocol):
+    """The durable queue of snapshots for one adapter (SQLite-backed in gateway.store).
+
+    Rows are appended before anything is published and removed only by
+    ``ack`` after the network confirmed them; so a crash at any point loses
+    nothing that was appended (at-least-once delivery).
+    """
+
+    async def pending(self, *, after_id: int = 0, limit: int = 100) -> list[OutboxItem]: ...
+
+    async def newest(self, *, limit: int = 1) -> list[OutboxItem]: ...
+
+    async def ack(self, ids: list[int]) -> None: ...
+
+    async def count(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterContext:
+    gateway_id: str
+    config: Mapping[str, Any]  # the adapter's validated config section
+    outbox: Outbox
+    meters: tuple[str, ...]  # configured meter ids
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    started: datetime | None = None
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+
+    async def start(self, bus: Bus) -> None:
+        """Connect and begin work; returns once running (reconnects are internal)."""
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> Health: ...
+
+
+@runtime_checkable
+class Actuator(Adapter, Protocol):
+    async def apply(self, cmd: LoadCommand) -> LoadState: ...

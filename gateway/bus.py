@@ -1,0 +1,90 @@
+"""In-process async pub/sub between meters, signal inputs, rules, store and adapters.
+
+Every subscriber has its own bounded queue.  ``publish`` never blocks: when a
+subscriber's queue is full its oldest item is dropped and counted, so one slow
+consumer never stalls a meter or another consumer.  Durable delivery is not the
+bus's job: snapshots that must survive go through the store's outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gateway.model import Snapshot
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterStatus:
+    """Health of one meter reader, published on every change."""
+
+    meter: str
+    online: bool  # receiving valid frames recently
+    detail: str = ""
+    frames: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxChanged:
+    """The store appended rows to the outbox (adapters wake up and drain)."""
+
+    last_id: int
+
+
+class Subscription(Generic[T]):
+    def __init__(self, bus: Bus, kinds: tuple[type[Any], ...], maxsize: int) -> None:
+        self._bus = bus
+        self.kinds = kinds
+        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def _offer(self, item: T) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    async def get(self) -> T:
+        return await self._queue.get()
+
+    def get_nowait(self) -> T | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def close(self) -> None:
+        self._bus._subs.discard(self)  # noqa: SLF001 - owner's bookkeeping
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[T]:
+        while True:
+            yield await self._queue.get()
+
+
+class Bus:
+    def __init__(self) -> None:
+        self._subs: set[Subscription[Any]] = set()
+        self.last_snapshot: dict[str, Snapshot] = {}
+        self.last_status: dict[str, MeterStatus] = {}
+
+    def subscribe(self, *kinds: type[T], maxsize: int = 1000) -> Subscription[T]:
+        sub: Subscription[T] = Subscription(self, kinds, maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def publish(self, item: object) -> None:
+        if isinstance(item, Snapshot):
+            self.last_snapshot[item.meter] = item
+        elif isinstance(item, MeterStatus):
+            self.last_status[item.meter] = item
+        for sub in tuple(self._subs):
+            if isinstance(item, sub.kinds):
+                sub._offer(item)  # noqa: SLF001

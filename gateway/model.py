@@ -1,0 +1,142 @@
+"""The gateway's one vocabulary: readings, snapshots, price/DR signals, loads.
+
+Frozen dataclasses with explicit units.  A ``Reading.id`` is an OBIS code in
+canonical text form (``A-B:C.D.E``, see :mod:`gateway.protocols.obis`) or a
+protocol's own short address where no OBIS code exists (``1.8.0``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.protocols.obis import ObisCode, normalise_id
+
+__all__ = [
+    "ObisCode",
+    "Reading",
+    "Snapshot",
+    "MeterFrame",
+    "PriceSignal",
+    "DemandResponseEvent",
+    "LoadCommand",
+    "LoadState",
+    "LoadAction",
+    "normalise_id",
+]
+
+Value = int | float | str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    id: str
+    value: Value
+    unit: str | None = None
+    timestamp: datetime | None = None  # the meter's own time for this value (M-Bus channels)
+    extra: tuple[tuple[str, Any], ...] = ()  # protocol-specific detail, JSON-able
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "value": self.value, "unit": self.unit}
+        if self.timestamp is not None:
+            out["timestamp"] = self.timestamp.isoformat()
+        for k, v in self.extra:
+            out[k] = v
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterFrame:
+    """One complete readout decoded from a meter, as a codec returns it."""
+
+    protocol: str
+    meter_id: str | None  # the meter's own identification (serial), if it sends one
+    timestamp: datetime | None  # the meter's own clock for the frame, timezone-aware
+    checksum_ok: bool | None  # None where the protocol/version carries no checksum
+    readings: tuple[Reading, ...]
+    header: str = ""  # identification line ("/ISK5\\2M550T-1012")
+    raw: bytes = b""
+    offset: int = 0  # position of the frame's first byte in the fed stream
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "meter_id": self.meter_id,
+            "timestamp": self.timestamp.isoformat() if self.timestamp else None,
+            "checksum_ok": self.checksum_ok,
+            "readings": [r.to_json() for r in self.readings],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A frame as the gateway publishes and stores it: tied to a configured meter."""
+
+    meter: str  # configured meter id (config `meter[].id`)
+    protocol: str
+    device_id: str | None
+    timestamp: datetime  # meter time if it sent one, else reception time (UTC)
+    received: datetime
+    readings: tuple[Reading, ...]
+    checksum_ok: bool | None = None
+
+    def reading(self, id_: str) -> Reading | None:
+        for r in self.readings:
+            if r.id == id_:
+                return r
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meter": self.meter,
+            "protocol": self.protocol,
+            "device_id": self.device_id,
+            "timestamp": self.timestamp.isoformat(),
+            "received": self.received.isoformat(),
+            "checksum_ok": self.checksum_ok,
+            "readings": [r.to_json() for r in self.readings],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceSignal:
+    start: datetime
+    end: datetime
+    price_per_kwh: float
+    currency: str = "EUR"
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemandResponseEvent:
+    event_id: str
+    start: datetime
+    end: datetime
+    level: int = 1  # 0 = none, higher = stronger request to reduce
+    target_power_w: float | None = None
+    source: str = ""
+
+
+class LoadAction(enum.Enum):
+    SHED = "shed"
+    RESTORE = "restore"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadCommand:
+    load: str
+    action: LoadAction
+    reason: str
+    rule: str = ""
+    until: datetime | None = None  # fail-safe: restore no later than this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadState:
+    load: str
+    on: bool
+    since: datetime
+    override: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
