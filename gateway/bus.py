@@ -58,6 +58,9 @@ class Subscription(Generic[T]):
         except asyncio.QueueEmpty:
             return None
 
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
     def close(self) -> None:
         self._bus._subs.discard(self)  # noqa: SLF001 - owner's bookkeeping
 

@@ -46,6 +46,28 @@ class Reading:
             out[k] = v
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reading:
+        """Rebuild a reading from :meth:`to_json` output (its exact inverse).
+
+        Keys other than ``id``, ``value``, ``unit`` and ``timestamp`` become
+        ``extra`` in their original order.
+
+        Raises:
+            KeyError: ``id`` or ``value`` is missing.
+            ValueError: ``timestamp`` is not an ISO 8601 string.
+        """
+        ts = data.get("timestamp")
+        return cls(
+            id=data["id"],
+            value=data["value"],
+            unit=data.get("unit"),
+            timestamp=datetime.fromisoformat(ts) if ts is not None else None,
+            extra=tuple(
+                (k, v) for k, v in data.items() if k not in ("id", "value", "unit", "timestamp")
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterFrame:
@@ -98,6 +120,24 @@ class Snapshot:
             "checksum_ok": self.checksum_ok,
             "readings": [r.to_json() for r in self.readings],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        """Rebuild a snapshot from :meth:`to_json` output (its exact inverse).
+
+        Raises:
+            KeyError: a required key is missing.
+            ValueError: a timestamp is not an ISO 8601 string.
+        """
+        return cls(
+            meter=data["meter"],
+            protocol=data["protocol"],
+            device_id=data["device_id"],
+            timestamp=datetime.fromisoformat(data["timestamp"]),
+            received=datetime.fromisoformat(data["received"]),
+            checksum_ok=data["checksum_ok"],
+            readings=tuple(Reading.from_json(r) for r in data["readings"]),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

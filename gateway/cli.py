@@ -1,0 +1,213 @@
+"""The command line: ``han-gateway run|check|decode|simulate-meter|read|demo``.
+
+Exit status: 0 success, 1 runtime failure (or frames that failed to decode),
+2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway import __version__
+from gateway.config import DEFAULT_CONFIG, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import register_secret, setup_logging
+
+log = logging.getLogger("gateway.cli")
+
+PROTOCOLS = ("dsmr", "iec62056-21")
+
+
+def _hex_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected hexadecimal digits") from None
+    if len(key) != 16:
+        raise argparse.ArgumentTypeError(f"expected 16 bytes (32 hex digits), got {len(key)}")
+    register_secret(key)
+    return key
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="han-gateway", description="Smart meter port to MQTT / Home Assistant gateway.")
+    p.add_argument("--version", action="version", version=f"han-gateway {__version__}")
+    p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", default="text", choices=("text", "json"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the gateway daemon")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    c = sub.add_parser("check", help="validate a config file (exit 2 and one line per problem)")
+    c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    d = sub.add_parser("decode", help="decode captured meter bytes to JSON lines")
+    d.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    d.add_argument("--key", type=_hex_key, help="decryption key (DSMR Smarty), 32 hex digits")
+    d.add_argument("--auth-key", type=_hex_key, help="authentication key, 32 hex digits")
+    d.add_argument("file", help="capture file, or - for standard input")
+
+    s = sub.add_parser("simulate-meter", help="run a virtual meter on a pty or TCP port")
+    s.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", action="store_true", help="create a pty and print its path")
+    where.add_argument("--listen", metavar="tcp://HOST:PORT")
+    s.add_argument("--link", help="also make a symlink to the pty at this path")
+    s.add_argument("--variant", default="dsmr5", choices=("dsmr5", "dsmr4", "belgian", "smarty"),
+                   help="DSMR flavour (default dsmr5)")
+    s.add_argument("--key", type=_hex_key, help="encryption key for --variant smarty")
+    s.add_argument("--auth-key", type=_hex_key, help="authentication key for --variant smarty")
+    s.add_argument("--interval", type=float, help="seconds between telegrams (default: the variant's)")
+    s.add_argument("--reaction-time", type=float, default=0.2, help="IEC 62056-21 reaction time in s")
+
+    rd = sub.add_parser("read", help="read one frame from a configured meter and print it as JSON")
+    rd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rd.add_argument("--meter", help="meter id (default: the first)")
+    rd.add_argument("--timeout", type=float, default=30.0)
+
+    dm = sub.add_parser("demo", help="virtual meter + embedded broker + gateway, no hardware needed")
+    dm.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
+    dm.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    dm.add_argument("--duration", type=float, help="stop after this many seconds")
+    dm.add_argument("--variant", default="dsmr5", choices=("dsmr5", "dsmr4", "belgian", "smarty"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level or ("warning" if args.command in ("decode", "check", "read") else "info"),
+                  args.log_format)
+    try:
+        if args.command == "check":
+            return cmd_check(args.config)
+        if args.command == "run":
+            return cmd_run(args.config, args.log_level)
+        if args.command == "decode":
+            return cmd_decode(args.protocol, args.file, key=args.key, auth_key=args.auth_key)
+        if args.command == "simulate-meter":
+            from gateway.sim.cli import simulate_meter
+
+            return asyncio.run(simulate_meter(args))
+        if args.command == "read":
+            return asyncio.run(cmd_read(args.config, args.meter, args.timeout))
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            return asyncio.run(run_demo(args))
+    except ConfigError as exc:
+        for file, key, msg in exc.problems:
+            print(f"{file}: {key}: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except GatewayError as exc:
+        print(f"han-gateway: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def cmd_check(path: Path) -> int:
+    cfg = load_config(path)
+    print(f"{path}: ok ({len(cfg.meter)} meter(s), adapters: {', '.join(cfg.adapter_configs()) or 'none'})")
+    return 0
+
+
+def cmd_run(path: Path, level: str | None) -> int:
+    from gateway.supervisor import Gateway, run_until_signalled
+
+    cfg = load_config(path)
+    if level is None:
+        logging.getLogger().setLevel(cfg.gateway.log_level.upper())
+    for name, model in cfg.adapter_configs().items():
+        pw = getattr(model, "password", None)
+        if pw is not None and hasattr(pw, "get_secret_value"):
+            register_secret(pw.get_secret_value())
+    asyncio.run(run_until_signalled(Gateway(cfg)))
+    return 0
+
+
+def make_decoder(protocol: str, *, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
+    if protocol == "dsmr":
+        from gateway.protocols.dsmr import DsmrDecoder
+
+        return DsmrDecoder(key=key, auth_key=auth_key)
+    from gateway.protocols.iec62056_21 import ReadoutDecoder
+
+    return ReadoutDecoder()
+
+
+def cmd_decode(protocol: str, file: str, *, key: bytes | None, auth_key: bytes | None,
+               out: Any = None, err: Any = None) -> int:
+    from gateway.model import MeterFrame
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    stream: BinaryIO
+    try:
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"han-gateway: cannot read {file}: {exc.strerror}", file=err)
+        return 2
+    decoder = make_decoder(protocol, key=key, auth_key=auth_key)
+    failed = 0
+    with stream:
+        while True:
+            chunk = stream.read(65536)
+            events = decoder.feed(chunk) if chunk else decoder.feed_eof()
+            for ev in events:
+                if isinstance(ev, MeterFrame):
+                    out.write(json.dumps(ev.to_json(), ensure_ascii=False) + "\n")
+                else:
+                    failed += 1
+                    err.write(json.dumps({"error": type(ev.error).__name__, "offset": ev.offset,
+                                          "detail": str(ev.error)}) + "\n")
+            if not chunk:
+                break
+    out.flush()
+    return 1 if failed else 0
+
+
+async def cmd_read(path: Path, meter_id: str | None, timeout: float) -> int:
+    from gateway.bus import Bus
+    from gateway.model import Snapshot
+    from gateway.supervisor import build_reader
+
+    cfg = load_config(path)
+    meters = [m for m in cfg.meter if meter_id in (None, m.id)]
+    if not meters:
+        raise ConfigError([(str(path), "meter", f"no meter with id {meter_id!r}")])
+    bus = Bus()
+    sub = bus.subscribe(Snapshot)
+    reader = build_reader(meters[0], clock=_real_clock())
+    reader.base_dir = cfg.base_dir
+    task = asyncio.create_task(reader.run(bus))
+    try:
+        async with asyncio.timeout(timeout):
+            snap = await sub.get()
+    except TimeoutError:
+        print(f"han-gateway: no frame from meter {meters[0].id} within {timeout:.0f} s "
+              f"({reader._status_detail})", file=sys.stderr)  # noqa: SLF001
+        return 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    print(json.dumps(snap.to_json(), ensure_ascii=False))
+    return 0
+
+
+def _real_clock() -> Any:
+    from gateway.clock import RealClock
+
+    return RealClock()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""Configuration: one TOML file validated once into frozen pydantic models.
+
+Code downstream never sees a dict.  Every problem is reported as
+``(file, key_path, what was expected)``, e.g.
+``gateway.toml: meter[0].port: field required``; ``han-gateway check`` prints
+one line per problem and exits with status 2.
+
+Secrets (decryption keys, MQTT password) may live in separate files named by
+``*_file`` keys; the gateway warns when such a file is readable by others and
+never logs their content.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("/etc/han-gateway/gateway.toml")
+ADAPTER_GROUP = "han_gateway.adapters"
+
+_ID = r"^[A-Za-z0-9_-]{1,32}$"
+_HEX = re.compile(r"^[0-9A-Fa-f]{32}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySection(_Frozen):
+    id: str = Field(default="home", pattern=_ID)
+    data_dir: Path = Path("/var/lib/han-gateway")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class StoreSection(_Frozen):
+    raw_retention_days: float = Field(default=7.0, gt=0)
+    outbox_max_rows: int = Field(default=1_000_000, ge=1000)
+
+
+class MeterConfig(_Frozen):
+    id: str = Field(pattern=_ID)
+    protocol: Literal["dsmr", "iec62056-21"]
+    port: str = Field(min_length=1)
+    baudrate: int | None = Field(default=None, description="default: 115200 for DSMR 4/5, 300 start for IEC 62056-21")
+    bytesize: Literal[7, 8] | None = None
+    parity: Literal["N", "E", "O"] | None = None
+    key: str | None = Field(default=None, description="32 hex digits (prefer key_file)")
+    key_file: Path | None = None
+    auth_key: str | None = None
+    auth_key_file: Path | None = None
+    stale_after_s: float = Field(default=30.0, gt=0)
+    # IEC 62056-21 only
+    mode: Literal["A", "B", "C", "D"] = "C"
+    address: str = ""
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    max_baudrate: int = 9600
+
+    @field_validator("key", "auth_key")
+    @classmethod
+    def _hex_key(cls, v: str | None) -> str | None:
+        if v is not None and not _HEX.match(v):
+            raise ValueError("expected 32 hexadecimal digits (an AES-128 key)")
+        return v
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: str) -> str:
+        if "://" in v and not v.startswith(("socket://", "rfc2217://")):
+            raise ValueError("expected a device path, socket://HOST:PORT or rfc2217://HOST:PORT")
+        return v
+
+    def line_settings(self) -> tuple[int, int, str]:
+        """Baud rate, data bits and parity for the port (protocol defaults)."""
+        if self.protocol == "dsmr":
+            return (self.baudrate or 115200, self.bytesize or 8, self.parity or "N")
+        return (self.baudrate or 300, self.bytesize or 7, self.parity or "E")
+
+
+class RulesSection(_Frozen):
+    dir: Path | None = None
+
+
+class Config(_Frozen):
+    gateway: GatewaySection = GatewaySection()
+    store: StoreSection = StoreSection()
+    meter: tuple[MeterConfig, ...] = ()
+    adapter: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    rules: RulesSection = RulesSection()
+
+    # validated adapter sections, filled by parse_config (name -> plugin config model)
+    _adapter_models: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    def adapter_configs(self) -> dict[str, Any]:
+        return dict(self._adapter_models)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """('meter', 0, 'port') -> 'meter[0].port'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problems(file: str, exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        if "input" in err and err["type"] not in ("missing", "extra_forbidden") and not _secret_loc(loc):
+            msg += f" (got {err['input']!r})"
+        out.append((file, key_path(loc), msg))
+    return out
+
+
+def _secret_loc(loc: tuple[int | str, ...]) -> bool:
+    return any(isinstance(p, str) and ("key" in p or "password" in p) for p in loc)
+
+
+def adapter_plugins() -> dict[str, Any]:
+    """The installed adapter plugins by name (entry point group han_gateway.adapters)."""
+    return {ep.name: ep for ep in entry_points(group=ADAPTER_GROUP)}
+
+
+def load_config(path: Path) -> Config:
+    """Read, parse and validate a config file.
+
+    Raises:
+        ConfigError: with one problem per bad key, naming file and key path.
+    """
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([(file, "(file)", f"cannot read: {exc.strerror or exc}")]) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
+    return parse_config(raw, file=file, base_dir=path.parent)
+
+
+def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    problems: list[tuple[str, str, str]] = []
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(file, exc)) from None
+    ids = [m.id for m in cfg.meter]
+    for i, mid in enumerate(ids):
+        if ids.index(mid) != i:
+            problems.append((file, f"meter[{i}].id", f"duplicate meter id {mid!r}"))
+    plugins = adapter_plugins()
+    models: dict[str, Any] = {}
+    for name, section in cfg.adapter.items():
+        ep = plugins.get(name)
+        if ep is None:
+            problems.append((file, f"adapter.{name}", f"unknown adapter (installed: {', '.join(sorted(plugins)) or 'none'})"))
+            continue
+        plugin = ep.load()
+        try:
+            models[name] = plugin.config_model.model_validate(section)
+        except ValidationError as exc:
+            problems.extend(_problems(file, exc, ("adapter", name)))
+    for i, m in enumerate(cfg.meter):
+        for attr in ("key_file", "auth_key_file"):
+            p = getattr(m, attr)
+            if p is None:
+                continue
+            full = p if p.is_absolute() or base_dir is None else base_dir / p
+            try:
+                read_key_file(full)
+            except ConfigError as exc:
+                problems.append((file, f"meter[{i}].{attr}", exc.problems[0][2]))
+    if problems:
+        raise ConfigError(problems)
+    cfg._adapter_models = models
+    cfg._base_dir = base_dir
+    return cfg
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read a 32-hex-digit AES key from a file; warn if others can read it.
+
+    Raises:
+        ConfigError: the file is missing or does not hold a key.
+    """
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([(str(path), "(file)", f"cannot read key file: {getattr(exc, 'strerror', None) or exc}")]) from exc
+    if st.st_mode & (stat.S_IRWXO):
+        log.warning("key file %s is readable by other users; chmod 600 it", path)
+    if not _HEX.match(text):
+        raise ConfigError([(str(path), "(file)", "expected 32 hexadecimal digits (an AES-128 key)")])
+    return bytes.fromhex(text)
+
+
+def meter_keys(m: MeterConfig, base_dir: Path | None = None) -> tuple[bytes | None, bytes | None]:
+    """The meter's decryption and authentication keys, from inline values or files."""
+
+    def _get(inline: str | None, file: Path | None) -> bytes | None:
+        if inline:
+            return bytes.fromhex(inline)
+        if file is not None:
+            full = file if file.is_absolute() or base_dir is None else base_dir / file
+            return read_key_file(full)
+        return None
+
+    return _get(m.key, m.key_file), _get(m.auth_key, m.auth_key_file)
+
+
+def world_readable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False

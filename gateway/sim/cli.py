@@ -1,0 +1,61 @@
+"""``han-gateway simulate-meter``: run a virtual meter on a pty or a TCP port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+
+def _listen_addr(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+        raise ConfigError([("(command line)", "--listen", "expected tcp://HOST:PORT")])
+    return parts.hostname, parts.port
+
+
+async def simulate_meter(args: argparse.Namespace) -> int:
+    if args.protocol == "dsmr":
+        return await _dsmr(args)
+    return await _iec(args)
+
+
+async def _dsmr(args: argparse.Namespace) -> int:
+    from gateway.sim.dsmr import DsmrSimulator
+    from gateway.sim.runner import PtyMeter, push_to_pty, push_to_tcp
+
+    if args.variant == "smarty" and not args.key:
+        raise ConfigError([("(command line)", "--key", "required for --variant smarty")])
+    sim = DsmrSimulator(args.variant, key=args.key, auth_key=args.auth_key)
+    interval = args.interval or sim.interval_s
+    if args.pty:
+        meter = PtyMeter(args.link)
+        print(f"virtual {args.variant} meter on {meter.path} (one telegram every {interval:g} s)", flush=True)
+        try:
+            await push_to_pty(meter, sim.telegram, interval)
+        finally:
+            meter.close()
+    else:
+        host, port = _listen_addr(args.listen)
+        print(f"virtual {args.variant} meter on socket://{host}:{port}", flush=True)
+        await push_to_tcp(host, port, sim.telegram, interval)
+    return 0
+
+
+async def _iec(args: argparse.Namespace) -> int:
+    from gateway.sim import iec62056_21 as iec
+
+    factory = lambda: iec.MeterSession(reaction_time_s=args.reaction_time)  # noqa: E731
+    if args.pty:
+        def ready(path: str) -> None:
+            print(f"virtual IEC 62056-21 mode C meter on {path} (300 Bd sign-on, 9600 Bd readout)", flush=True)
+
+        await iec.serve_pty(factory, link=args.link, on_ready=ready)
+    else:
+        host, port = _listen_addr(args.listen)
+        print(f"virtual IEC 62056-21 meter on socket://{host}:{port}", file=sys.stdout, flush=True)
+        await iec.serve_tcp(factory, host, port)
+    return 0

@@ -1,0 +1,238 @@
+"""The only composer: builds the bus, store, meter readers and adapters from a
+validated Config, runs them under one TaskGroup, restarts crashed components
+with backoff, and tells systemd when it is ready and healthy.
+
+Data flow:  meter readers --Snapshot--> bus --> store writer --(outbox rows)-->
+OutboxChanged --> adapters, which publish and ack.  A snapshot is in the
+SQLite outbox before any adapter sees it, so broker outages and crashes lose
+nothing that was read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.backoff import Backoff
+from gateway.bus import Bus, OutboxChanged
+from gateway.clock import Clock, RealClock
+from gateway.config import Config, adapter_plugins
+from gateway.errors import GatewayError, StoreError
+from gateway.meters.base import MeterReader
+from gateway.model import Snapshot
+from gateway.sdnotify import Notifier
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 3600.0
+WRITE_BATCH = 200
+
+
+def build_reader(cfg_meter: Any, clock: Clock) -> MeterReader:
+    if cfg_meter.protocol == "dsmr":
+        from gateway.meters.dsmr import DsmrReader
+
+        return DsmrReader(cfg_meter, clock=clock)
+    if cfg_meter.protocol == "iec62056-21":
+        from gateway.meters.iec62056_21 import Iec62056Reader
+
+        return Iec62056Reader(cfg_meter, clock=clock)
+    raise GatewayError(f"no reader for protocol {cfg_meter.protocol!r}")
+
+
+@dataclass(slots=True)
+class Component:
+    name: str
+    restarts: int = 0
+    running: bool = False
+    last_error: str = ""
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+
+
+class Gateway:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or RealClock()
+        self.notifier = notifier or Notifier()
+        self.bus = Bus()
+        self.store: Store | None = None
+        self.readers: dict[str, MeterReader] = {}
+        self.adapters: dict[str, Any] = {}
+        self.components: dict[str, Component] = {}
+        self.ready = asyncio.Event()
+        self._writer_busy = False
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        """Run until cancelled; shut down sources → store writer → adapters → store."""
+        gw = self.cfg.gateway
+        gw.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await Store.open(
+            gw.data_dir / "gateway.sqlite3",
+            clock=self.clock,
+            raw_retention_s=self.cfg.store.raw_retention_days * 86400,
+            outbox_max_rows=self.cfg.store.outbox_max_rows,
+        )
+        try:
+            await self._start_adapters()
+            snaps = self.bus.subscribe(Snapshot, maxsize=10000)
+            async with asyncio.TaskGroup() as tg:
+                sources: list[asyncio.Task[None]] = []
+                for m in self.cfg.meter:
+                    reader = build_reader(m, self.clock)
+                    reader.base_dir = self.cfg.base_dir
+                    self.readers[m.id] = reader
+                    sources.append(tg.create_task(self._supervise(f"meter:{m.id}", lambda r=reader: r.run(self.bus)),
+                                                  name=f"meter:{m.id}"))
+                writer = tg.create_task(self._supervise("store-writer", lambda: self._store_writer(snaps)),
+                                        name="store-writer")
+                tg.create_task(self._supervise("prune", self._prune_loop), name="prune")
+                tg.create_task(self._watchdog(), name="watchdog")
+                self.ready.set()
+                log.info("gateway %s running: %d meter(s), adapters: %s", gw.id, len(self.readers),
+                         ", ".join(self.adapters) or "none")
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    # Orderly shutdown: stop reading, let the writer flush, then stop the rest.
+                    for t in sources:
+                        t.cancel()
+                    await asyncio.gather(*sources, return_exceptions=True)
+                    # Never cancel the writer mid-batch (that batch would be lost): wait
+                    # until it has written everything the readers produced, then stop it.
+                    try:
+                        async with asyncio.timeout(self.cfg.gateway.shutdown_timeout_s):
+                            while self._writer_busy or snaps.qsize():
+                                await asyncio.sleep(0.01)
+                    except TimeoutError:
+                        log.error("store writer did not drain within the shutdown timeout")
+                    writer.cancel()
+                    # Leaving the TaskGroup cancels the remaining housekeeping tasks.
+        finally:
+            self.notifier.notify("STOPPING=1")
+            for name, adapter in self.adapters.items():
+                try:
+                    async with asyncio.timeout(self.cfg.gateway.shutdown_timeout_s):
+                        await adapter.stop()
+                except (TimeoutError, GatewayError) as exc:
+                    log.warning("adapter %s did not stop cleanly: %s", name, exc)
+            await self.store.close()
+
+    async def _start_adapters(self) -> None:
+        from adapters.base import AdapterContext
+
+        assert self.store is not None
+        plugins = adapter_plugins()
+        for name, model in self.cfg.adapter_configs().items():
+            plugin = plugins[name].load()
+            ctx = AdapterContext(
+                gateway_id=self.cfg.gateway.id,
+                config=model,
+                outbox=self.store.outbox(name),
+                meters=tuple(m.id for m in self.cfg.meter),
+            )
+            adapter = plugin.create(ctx)
+            await adapter.start(self.bus)
+            self.adapters[name] = adapter
+
+    # ------------------------------------------------------------ components
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run a component; restart it with backoff when it crashes.
+
+        The one place allowed a broad ``except Exception``: a bug in one
+        component must not take the gateway down, but it is logged in full.
+        """
+        comp = self.components.setdefault(name, Component(name))
+        while True:
+            comp.running = True
+            try:
+                await factory()
+                log.warning("component %s returned; restarting", name)
+            except asyncio.CancelledError:
+                comp.running = False
+                raise
+            except Exception as exc:  # noqa: BLE001 - see docstring
+                comp.last_error = repr(exc)
+                log.error("component %s crashed: %r; restarting", name, exc, exc_info=True)
+            comp.running = False
+            comp.restarts += 1
+            await self.clock.sleep(comp.backoff.next_delay())
+
+    async def _store_writer(self, snaps: Any) -> None:
+        assert self.store is not None
+        dests = tuple(self.adapters)
+        while True:
+            first = await snaps.get()
+            self._writer_busy = True
+            try:
+                batch = [first]
+                while len(batch) < WRITE_BATCH and (nxt := snaps.get_nowait()) is not None:
+                    batch.append(nxt)
+                retry = Backoff(0.1, 5.0)
+                while True:
+                    try:
+                        # shield: a cancelled await must not abandon a batch taken off the queue
+                        last_id = await asyncio.shield(self.store.append_many(batch, destinations=dests))
+                        break
+                    except StoreError as exc:
+                        # Keep the batch and retry: a full disk or a locked file is often transient.
+                        log.error("cannot write %d snapshot(s) to the store: %s; retrying", len(batch), exc)
+                        await self.clock.sleep(retry.next_delay())
+                self.bus.publish(OutboxChanged(last_id=last_id))
+            finally:
+                self._writer_busy = False
+
+    async def _prune_loop(self) -> None:
+        assert self.store is not None
+        while True:
+            await self.store.prune(self.clock.now())
+            await self.clock.sleep(PRUNE_INTERVAL_S)
+
+    # --------------------------------------------------------------- health
+    def healthy(self) -> bool:
+        return all(c.running for c in self.components.values())
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self.healthy(),
+            "meters": {k: {"online": r.online, "frames": r.counters.frames, "errors": r.counters.errors}
+                       for k, r in self.readers.items()},
+            "adapters": {k: a.health() for k, a in self.adapters.items()},
+            "components": {k: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
+                           for k, c in self.components.items()},
+        }
+
+    async def _watchdog(self) -> None:
+        """READY=1 once started; WATCHDOG=1 only while every component runs, so
+        systemd restarts a gateway whose tasks are dead or whose loop is stuck."""
+        self.notifier.notify("READY=1", "STATUS=running")
+        interval = (self.notifier.watchdog_s or 20.0) / 2
+        while True:
+            if self.healthy():
+                online = sum(1 for r in self.readers.values() if r.online)
+                self.notifier.notify("WATCHDOG=1", f"STATUS={online}/{len(self.readers)} meters online")
+            else:
+                bad = [c.name for c in self.components.values() if not c.running]
+                self.notifier.notify(f"STATUS=unhealthy: {', '.join(bad)}")
+            await self.clock.sleep(interval)
+
+
+async def run_until_signalled(gateway: Gateway) -> None:
+    """Run the gateway; SIGTERM/SIGINT cancel it for an orderly shutdown."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await gateway.run()
+    except asyncio.CancelledError:
+        log.info("gateway stopped")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
