@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.bus import Bus
-from gateway.model import LoadCommand, LoadState, Snapshot
+from gateway.model import LoadCommand, LoadState, OutboxItem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,12 +22,6 @@ class Health:
     ok: bool
     detail: str = ""
     counters: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxItem:
-    id: int
-    snapshot: Snapshot
 
 
 class Outbox(Protocol):

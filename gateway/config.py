@@ -182,7 +182,11 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
         if ep is None:
             problems.append((file, f"adapter.{name}", f"unknown adapter (installed: {', '.join(sorted(plugins)) or 'none'})"))
             continue
-        plugin = ep.load()
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin install is a config problem
+            problems.append((file, f"adapter.{name}", f"adapter cannot be loaded: {exc!r}"))
+            continue
         try:
             models[name] = plugin.config_model.model_validate(section)
         except ValidationError as exc:

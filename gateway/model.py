@@ -19,6 +19,7 @@ __all__ = [
     "Reading",
     "Snapshot",
     "MeterFrame",
+    "OutboxItem",
     "PriceSignal",
     "DemandResponseEvent",
     "LoadCommand",
@@ -138,6 +139,14 @@ class Snapshot:
             checksum_ok=data["checksum_ok"],
             readings=tuple(Reading.from_json(r) for r in data["readings"]),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    """One snapshot queued in the store's outbox for one destination."""
+
+    id: int
+    snapshot: Snapshot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
