@@ -20,6 +20,7 @@ import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -62,8 +63,10 @@ class MeterConfig(_Frozen):
     auth_key: str | None = None
     auth_key_file: Path | None = None
     stale_after_s: float = Field(default=30.0, gt=0)
+    timezone: str | None = Field(default=None, description="meter clock zone when the protocol sends local time without offset (IEC 62056-21), e.g. Europe/Amsterdam")
     # IEC 62056-21 only
     mode: Literal["A", "B", "C", "D"] = "C"
+    reaction_time_s: float = Field(default=0.2, ge=0.02, le=1.5)
     address: str = ""
     poll_interval_s: float = Field(default=60.0, gt=0)
     max_baudrate: int = 9600
@@ -73,6 +76,16 @@ class MeterConfig(_Frozen):
     def _hex_key(cls, v: str | None) -> str | None:
         if v is not None and not _HEX.match(v):
             raise ValueError("expected 32 hexadecimal digits (an AES-128 key)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("expected an IANA time zone name such as Europe/Amsterdam") from None
         return v
 
     @field_validator("port")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import termios
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -49,7 +50,7 @@ def map_exceptions(url: str, *, connecting: bool = False) -> Iterator[None]:
         yield
     except TransportError:
         raise
-    except (serial.SerialException, OSError, EOFError, ValueError) as exc:
+    except (serial.SerialException, OSError, EOFError, ValueError, termios.error) as exc:
         cls = ConnectError if connecting else ConnectionLost
         detail = str(exc) or type(exc).__name__
         if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
@@ -70,6 +71,11 @@ class SerialTransport:
     async def open(
         cls, url: str, *, baudrate: int, bytesize: int, parity: str, stopbits: float
     ) -> SerialTransport:
+        if _is_pty(url):
+            # A Linux pty forces CS8 without parity, and glibc's tcsetattr then fails
+            # with EINVAL for 7E1 (PEERS.md §6): open ptys as 8N1.  The codecs mask
+            # the parity bit themselves, so a 7E1 meter behind a pty still decodes.
+            bytesize, parity = 8, "N"
         with map_exceptions(url, connecting=True):
             ser = serial.Serial(
                 url,
@@ -83,12 +89,13 @@ class SerialTransport:
         return cls(url, ser)
 
     async def read(self, max_bytes: int = 4096) -> bytes:
+        signalled = False
         while True:
             with map_exceptions(self.url):
                 try:
                     data = os.read(self._fd, max_bytes)
                 except BlockingIOError:
-                    data = None
+                    data = b""
                 except OSError as exc:
                     # A pty whose other side closed reads EIO: the meter went away.
                     if exc.errno == errno.EIO:
@@ -96,8 +103,11 @@ class SerialTransport:
                     raise
             if data:
                 return data
-            if data == b"":
-                raise ConnectionLost(f"{self.url}: end of stream")
+            # With VMIN=0 a tty read returns b"" when nothing is there, so b"" is only
+            # end of stream when the selector said "readable" (a hang-up), as pyserial does.
+            if signalled:
+                raise ConnectionLost(f"{self.url}: device reports readiness but returned no data")
+            signalled = True
             fut: asyncio.Future[None] = self._loop.create_future()
             self._loop.add_reader(self._fd, fut.set_result, None)
             try:
@@ -123,14 +133,24 @@ class SerialTransport:
                     self._loop.remove_writer(self._fd)
 
     async def set_baudrate(self, baud: int) -> None:
+        if baud == self._ser.baudrate:
+            return  # setting the same speed again fails on a pty (EINVAL) and changes nothing
         with map_exceptions(self.url):
-            # Let the bytes already written leave at the old speed first.
-            self._ser.flush()
+            # Let the bytes already written leave at the old speed first (tcdrain).
+            await asyncio.to_thread(termios.tcdrain, self._fd)
             self._ser.baudrate = baud
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ser.close()
+
+
+def _is_pty(path: str) -> bool:
+    try:
+        real = os.path.realpath(path)
+    except OSError:
+        return False
+    return real.startswith("/dev/pts/") or real == "/dev/ptmx"
 
 
 class SocketTransport:

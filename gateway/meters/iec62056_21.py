@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from zoneinfo import ZoneInfo
 
 from gateway.meters.base import MeterReader
 from gateway.model import MeterFrame
 from gateway.protocols._events import Discarded
-from gateway.protocols.iec62056_21 import ClientSession, Send, SessionState, SetBaudrate
+from gateway.protocols.iec62056_21 import ClientSession, Send, SessionFailed, SessionState, SetBaudrate
 from gateway.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ class Iec62056Reader(MeterReader):
 
     async def readout(self, transport: Transport) -> None:
         """One sign-on → identification → option select → data readout dialog."""
-        sess = ClientSession(mode=self.cfg.mode, address=self.cfg.address, max_baud=self.cfg.max_baudrate)
+        tz = ZoneInfo(self.cfg.timezone) if self.cfg.timezone else None
+        sess = ClientSession(mode=self.cfg.mode, address=self.cfg.address, max_baud=self.cfg.max_baudrate,
+                             reaction_time_s=self.cfg.reaction_time_s, meter_tz=tz)
         baud, _, _ = self.cfg.line_settings()
         await transport.set_baudrate(baud)
         await self._perform(transport, sess.start(now=self.clock.monotonic()))
@@ -45,8 +48,6 @@ class Iec62056Reader(MeterReader):
                 await self._perform(transport, sess.on_timeout(now=self.clock.monotonic()))
                 continue
             await self._perform(transport, sess.feed(data, now=self.clock.monotonic()))
-        if sess.state is SessionState.ERROR:
-            self._status(False, "no valid answer to the sign-on")
 
     async def _perform(self, transport: Transport, items: list[object]) -> None:
         frames: list[MeterFrame | Discarded] = []
@@ -57,4 +58,8 @@ class Iec62056Reader(MeterReader):
                 await transport.set_baudrate(item.baud)
             elif isinstance(item, (MeterFrame, Discarded)):
                 frames.append(item)
+            elif isinstance(item, SessionFailed):
+                self.counters.errors += 1
+                self.burst.error("readout failed after %d attempt(s): %s", item.attempts, item.error)
+                self._status(False, f"readout failed: {item.error}")
         self.handle(frames)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
@@ -18,9 +20,17 @@ def _listen_addr(url: str) -> tuple[str, int]:
 
 
 async def simulate_meter(args: argparse.Namespace) -> int:
-    if args.protocol == "dsmr":
-        return await _dsmr(args)
-    return await _iec(args)
+    # SIGTERM cancels like Ctrl-C, so the pty and its --link symlink are cleaned up.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        if args.protocol == "dsmr":
+            return await _dsmr(args)
+        return await _iec(args)
+    except asyncio.CancelledError:
+        return 0
 
 
 async def _dsmr(args: argparse.Namespace) -> int:
@@ -48,7 +58,10 @@ async def _dsmr(args: argparse.Namespace) -> int:
 async def _iec(args: argparse.Namespace) -> int:
     from gateway.sim import iec62056_21 as iec
 
-    factory = lambda: iec.MeterSession(reaction_time_s=args.reaction_time)  # noqa: E731
+    model = iec.LoadModel(clock=datetime.now)  # one meter: registers persist across sessions
+
+    def factory() -> iec.MeterSession:
+        return iec.MeterSession(reaction_time_s=args.reaction_time, readings=model)
     if args.pty:
         def ready(path: str) -> None:
             print(f"virtual IEC 62056-21 mode C meter on {path} (300 Bd sign-on, 9600 Bd readout)", flush=True)
