@@ -30,6 +30,7 @@ class MeterCounters:
     reconnects: int = 0
     checksum_errors: int = 0
     decryption_errors: int = 0
+    garbage: int = 0
 
 
 class ErrorBurst:
@@ -127,6 +128,11 @@ class MeterReader:
         for ev in events:
             if isinstance(ev, MeterFrame):
                 self.publish_frame(ev)
+            elif ev.reason == "garbage":
+                # Line noise, a half telegram after connecting, a converter's trailer
+                # lines: counted, not an error of the meter.
+                self.counters.garbage += 1
+                log.debug("meter %s: skipped %d byte(s) of garbage", self.cfg.id, len(ev.raw))
             else:
                 self.counters.errors += 1
                 if isinstance(ev.error, DecryptionError):

@@ -9,10 +9,20 @@ from gateway.transport import Transport
 
 
 class DsmrReader(MeterReader):
+    _decoder: DsmrDecoder | None = None
+
     async def session(self, transport: Transport) -> None:
-        key, auth_key = meter_keys(self.cfg, self.base_dir)
-        decoder = DsmrDecoder(key=key, auth_key=auth_key)
-        while True:
-            data = await self.read_or_stale(transport)
-            if data is not None:
-                self.handle(decoder.feed(data))
+        if self._decoder is None:
+            key, auth_key = meter_keys(self.cfg, self.base_dir)
+            # One decoder for the reader's lifetime: the Smarty frame counter (replay
+            # protection) must survive reconnects.
+            self._decoder = DsmrDecoder(key=key, auth_key=auth_key)
+        decoder = self._decoder
+        try:
+            while True:
+                data = await self.read_or_stale(transport)
+                if data is not None:
+                    self.handle(decoder.feed(data))
+        finally:
+            # A telegram cut by the disconnect must not be glued to the next stream.
+            self.handle(decoder.feed_eof())
