@@ -179,18 +179,27 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document; every problem is collected before raising.
+
+    Raises:
+        ConfigError: one entry per problem.
+    """
     problems: list[tuple[str, str, str]] = []
+    cfg: Config | None = None
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(file, exc)) from None
-    ids = [m.id for m in cfg.meter]
-    for i, mid in enumerate(ids):
-        if ids.index(mid) != i:
-            problems.append((file, f"meter[{i}].id", f"duplicate meter id {mid!r}"))
+        problems.extend(_problems(file, exc))
+    meters = raw.get("meter", [])
+    if isinstance(meters, list):
+        ids = [m.get("id") for m in meters if isinstance(m, dict)]
+        for i, mid in enumerate(ids):
+            if mid is not None and ids.index(mid) != i:
+                problems.append((file, f"meter[{i}].id", f"duplicate meter id {mid!r}"))
     plugins = adapter_plugins()
     models: dict[str, Any] = {}
-    for name, section in cfg.adapter.items():
+    sections = raw.get("adapter", {})
+    for name, section in sections.items() if isinstance(sections, dict) else ():
         ep = plugins.get(name)
         if ep is None:
             problems.append((file, f"adapter.{name}", f"unknown adapter (installed: {', '.join(sorted(plugins)) or 'none'})"))
@@ -204,7 +213,7 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
             models[name] = plugin.config_model.model_validate(section)
         except ValidationError as exc:
             problems.extend(_problems(file, exc, ("adapter", name)))
-    for i, m in enumerate(cfg.meter):
+    for i, m in enumerate(cfg.meter if cfg is not None else ()):
         for attr in ("key_file", "auth_key_file"):
             p = getattr(m, attr)
             if p is None:
@@ -214,7 +223,7 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
                 read_key_file(full)
             except ConfigError as exc:
                 problems.append((file, f"meter[{i}].{attr}", exc.problems[0][2]))
-    if problems:
+    if problems or cfg is None:
         raise ConfigError(problems)
     cfg._adapter_models = models
     cfg._base_dir = base_dir
