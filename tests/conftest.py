@@ -280,6 +280,13 @@ class MosquittoBroker:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def enable_persistence(self) -> None:
+        """Keep sessions and queued messages across stop()/start() (takes effect at start)."""
+        text = self.config_path.read_text().replace("persistence false\n", "")
+        if "persistence true" not in text:
+            text = f"persistence true\npersistence_location {self.workdir}/\n" + text
+        self.config_path.write_text(text)
+
 
 _COMMON = """\
 user root
@@ -419,6 +426,7 @@ class Subscriber:
         tls: bool = False,
         auth: tuple[str, str] | None = None,
         qos: int = 1,
+        persistent: bool = False,
     ) -> None:
         self.broker = broker
         self._topics = topics
@@ -426,9 +434,14 @@ class Subscriber:
         self._lock = threading.Lock()
         self._messages: list[Message] = []
         self._subscribed = threading.Event()
+        # persistent: a durable session (clean_session=False) so that the broker queues
+        # QoS 1 messages while this subscriber is away, as Home Assistant's client does.
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}"
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{secrets.token_hex(4)}",
+            clean_session=not persistent,
         )
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=1)
         if auth is not None:
             self._client.username_pw_set(*auth)
         if tls:
@@ -540,8 +553,9 @@ def mqtt_subscriber() -> Iterator[SubscriberFactory]:
         tls: bool = False,
         auth: tuple[str, str] | None = None,
         qos: int = 1,
+        persistent: bool = False,
     ) -> Subscriber:
-        sub = Subscriber(broker, topics or ("#",), tls=tls, auth=auth, qos=qos).start()
+        sub = Subscriber(broker, topics or ("#",), tls=tls, auth=auth, qos=qos, persistent=persistent).start()
         subs.append(sub)
         return sub
 
