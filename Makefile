@@ -17,15 +17,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/han-gateway demo $(ARGS)
 
+# Static checks first, so that pytest's summary is the run's closing line.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

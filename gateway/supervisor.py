@@ -11,6 +11,7 @@ nothing that was read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -87,8 +88,9 @@ class Gateway:
                     reader = build_reader(m, self.clock)
                     reader.base_dir = self.cfg.base_dir
                     self.readers[m.id] = reader
-                    sources.append(tg.create_task(self._supervise(f"meter:{m.id}", lambda r=reader: r.run(self.bus)),
-                                                  name=f"meter:{m.id}"))
+                    sources.append(tg.create_task(
+                        self._supervise(f"meter:{m.id}", functools.partial(reader.run, self.bus)),
+                        name=f"meter:{m.id}"))
                 writer = tg.create_task(self._supervise("store-writer", lambda: self._store_writer(snaps)),
                                         name="store-writer")
                 tg.create_task(self._supervise("prune", self._prune_loop), name="prune")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 from gateway.meters.base import MeterReader
@@ -49,7 +50,7 @@ class Iec62056Reader(MeterReader):
                 continue
             await self._perform(transport, sess.feed(data, now=self.clock.monotonic()))
 
-    async def _perform(self, transport: Transport, items: list[object]) -> None:
+    async def _perform(self, transport: Transport, items: Sequence[object]) -> None:
         frames: list[MeterFrame | Discarded] = []
         for item in items:
             if isinstance(item, Send):
