@@ -104,6 +104,7 @@ class Snapshot:
     received: datetime
     readings: tuple[Reading, ...]
     checksum_ok: bool | None = None
+    header: str = ""  # the meter's identification line, e.g. "/ISK5\\2M550T-1012"
 
     def reading(self, id_: str) -> Reading | None:
         for r in self.readings:
@@ -119,6 +120,7 @@ class Snapshot:
             "timestamp": self.timestamp.isoformat(),
             "received": self.received.isoformat(),
             "checksum_ok": self.checksum_ok,
+            "header": self.header,
             "readings": [r.to_json() for r in self.readings],
         }
 
@@ -137,6 +139,7 @@ class Snapshot:
             timestamp=datetime.fromisoformat(data["timestamp"]),
             received=datetime.fromisoformat(data["received"]),
             checksum_ok=data["checksum_ok"],
+            header=data.get("header", ""),  # absent in rows written before it existed
             readings=tuple(Reading.from_json(r) for r in data["readings"]),
         )
 

@@ -162,8 +162,8 @@ def device_info(snapshot: Snapshot) -> DeviceInfo:
     """What a snapshot tells about its meter, for HA's device registry."""
     manufacturer = _text(snapshot, _MANUFACTURER_IDS)
     model = PROTOCOL_MODELS.get(snapshot.protocol, f"{snapshot.protocol} meter")
-    header = _text(snapshot, _HEADER_IDS)
-    if header is not None:
+    header = snapshot.header or _text(snapshot, _HEADER_IDS)
+    if header:
         ident = header.lstrip("/")
         flag = ident[:3].upper()
         if manufacturer is None and flag in FLAG_MANUFACTURERS:

@@ -160,6 +160,7 @@ class MeterReader:
             received=now,
             readings=frame.readings,
             checksum_ok=frame.checksum_ok,
+            header=frame.header,
         )
         assert self._bus is not None
         self._bus.publish(snap)
