@@ -31,11 +31,9 @@ import fcntl
 import logging
 import math
 import os
-import pty
 import struct
 import termios
 import time
-import tty
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +53,7 @@ from gateway.protocols.iec62056_21 import (
     baud_char_for,
     transmission_time_s,
 )
+from gateway.sim.runner import link_pty, open_pty
 
 __all__ = [
     "LoadModel",
@@ -457,25 +456,18 @@ class PtyMeter:
     ) -> None:
         self._factory = session_factory
         self._on_baud = on_baud
-        self.master, self._slave = pty.openpty()
+        self.master, self._slave, self.tty = open_pty()
+        self.link = link
         try:
-            tty.setraw(self._slave)
             attrs = termios.tcgetattr(self._slave)
             attrs[3] |= _EXTPROC
             attrs[4] = attrs[5] = termios.B300
             termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
             fcntl.ioctl(self.master, termios.TIOCPKT, struct.pack("i", 1))
-            os.set_blocking(self.master, False)
-            self.tty = os.ttyname(self._slave)
-            self.link = link
-            if link:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(link)
-                os.symlink(self.tty, link)
+            self.path = link_pty(self.tty, link)
         except BaseException:
             self.close()
             raise
-        self.path = link or self.tty
         self.bauds_seen: list[int] = []  # every speed the gateway set, in order
         self.dropped_rx = 0  # bytes received at the wrong rate
         self.garbled_tx = 0  # bytes sent while the gateway was at the wrong rate

@@ -15,12 +15,38 @@ import pty
 import termios
 import tty
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 TelegramSource = Callable[[datetime], bytes]
+
+
+def open_pty() -> tuple[int, int, str]:
+    """A raw, non-echoing pty: (master fd, non-blocking; slave fd; slave path)."""
+    master, slave = pty.openpty()
+    try:
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        os.set_blocking(master, False)
+        return master, slave, os.ttyname(slave)
+    except BaseException:
+        os.close(master)
+        os.close(slave)
+        raise
+
+
+def link_pty(tty_path: str, link: str | None) -> str:
+    """Point ``link`` (replacing what was there) at the pty; returns the path to give the gateway."""
+    if not link:
+        return tty_path
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    os.symlink(tty_path, link)
+    return link
 
 
 class PtyMeter:
@@ -33,19 +59,9 @@ class PtyMeter:
     """
 
     def __init__(self, link: str | None = None) -> None:
-        self.master, self._slave = pty.openpty()
-        tty.setraw(self._slave)
-        attrs = termios.tcgetattr(self._slave)
-        attrs[3] &= ~termios.ECHO
-        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
-        os.set_blocking(self.master, False)
-        self.tty = os.ttyname(self._slave)
+        self.master, self._slave, self.tty = open_pty()
         self.link = link
-        if link:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(link)
-            os.symlink(self.tty, link)
-        self.path = link or self.tty
+        self.path = link_pty(self.tty, link)
         self.dropped = 0
 
     def write(self, data: bytes) -> None:
@@ -87,7 +103,7 @@ async def push_to_pty(meter: PtyMeter, source: TelegramSource, interval_s: float
     loop = asyncio.get_running_loop()
     sent = 0
     while count is None or sent < count:
-        meter.write(source(datetime.now(timezone.utc)))
+        meter.write(source(datetime.now(UTC)))
         meter.drain_input()  # a P1 port ignores what the gateway sends (request line)
         sent += 1
         now = loop.time()
@@ -113,7 +129,7 @@ async def push_to_tcp(host: str, port: int, source: TelegramSource, interval_s: 
         started.set()
     async with server:
         while True:
-            data = source(datetime.now(timezone.utc))
+            data = source(datetime.now(UTC))
             for w in tuple(clients):
                 w.write(data)
                 if w.transport.get_write_buffer_size() > 1 << 20:
