@@ -231,10 +231,12 @@ async def run_until_signalled(gateway: Gateway) -> None:
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
+    # SIGHUP's default action would kill the daemon; reloading is not implemented yet.
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: restart the service to reload the config")
     try:
         await gateway.run()
     except asyncio.CancelledError:
         log.info("gateway stopped")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import time
@@ -114,6 +115,11 @@ async def test_meter_to_broker_to_subscriber_with_discovery(
     assert cfg["device"]["identifiers"] and cfg["state_topic"].startswith("han/e2e/meter/main/")
     avail = await sub.wait_for(lambda m: m.topic == "han/e2e/meter/main/availability", timeout=10)
     assert avail.text == "online"
+    # SIGHUP (a reload attempt) does not kill the daemon
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert gw.alive and "SIGHUP ignored" in gw.log_text()
     # an orderly stop says offline and exits 0
     assert gw.terminate() == 0
     await sub.wait_for(lambda m: m.topic == "han/e2e/status" and m.text == "offline", timeout=10)
