@@ -62,7 +62,7 @@ class Subscription(Generic[T]):
         return self._queue.qsize()
 
     def close(self) -> None:
-        self._bus._subs.discard(self)  # noqa: SLF001 - owner's bookkeeping
+        self._bus._subs.discard(self)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iter()
@@ -90,4 +90,4 @@ class Bus:
             self.last_status[item.meter] = item
         for sub in tuple(self._subs):
             if isinstance(item, sub.kinds):
-                sub._offer(item)  # noqa: SLF001
+                sub._offer(item)

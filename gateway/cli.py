@@ -126,7 +126,7 @@ def cmd_run(path: Path, level: str | None) -> int:
     cfg = load_config(path)
     if level is None:
         logging.getLogger().setLevel(cfg.gateway.log_level.upper())
-    for name, model in cfg.adapter_configs().items():
+    for model in cfg.adapter_configs().values():
         pw = getattr(model, "password", None)
         if pw is not None and hasattr(pw, "get_secret_value"):
             register_secret(pw.get_secret_value())
@@ -194,7 +194,7 @@ async def cmd_read(path: Path, meter_id: str | None, timeout: float) -> int:
             snap = await sub.get()
     except TimeoutError:
         print(f"han-gateway: no frame from meter {meters[0].id} within {timeout:.0f} s "
-              f"({reader._status_detail})", file=sys.stderr)  # noqa: SLF001
+              f"({reader.status_detail})", file=sys.stderr)
         return 1
     finally:
         task.cancel()

@@ -15,16 +15,16 @@ from typing import Any
 from gateway.protocols.obis import ObisCode, normalise_id
 
 __all__ = [
-    "ObisCode",
-    "Reading",
-    "Snapshot",
-    "MeterFrame",
-    "OutboxItem",
-    "PriceSignal",
     "DemandResponseEvent",
+    "LoadAction",
     "LoadCommand",
     "LoadState",
-    "LoadAction",
+    "MeterFrame",
+    "ObisCode",
+    "OutboxItem",
+    "PriceSignal",
+    "Reading",
+    "Snapshot",
     "normalise_id",
 ]
 

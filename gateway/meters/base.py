@@ -84,6 +84,11 @@ class MeterReader:
         self.base_dir: Path | None = None  # where relative key files are resolved (set by the supervisor)
 
     # ------------------------------------------------------------- health
+    @property
+    def status_detail(self) -> str:
+        """What the reader is doing or what went wrong last ("receiving", "port lost: …")."""
+        return self._status_detail
+
     def healthy(self) -> bool:
         """Running and not stuck: connected, or retrying within the backoff cap."""
         return self._status_detail != "crashed"

@@ -17,7 +17,13 @@ from zoneinfo import ZoneInfo
 from gateway.meters.base import MeterReader
 from gateway.model import MeterFrame
 from gateway.protocols._events import Discarded
-from gateway.protocols.iec62056_21 import ClientSession, Send, SessionFailed, SessionState, SetBaudrate
+from gateway.protocols.iec62056_21 import (
+    ClientSession,
+    Send,
+    SessionFailed,
+    SessionState,
+    SetBaudrate,
+)
 from gateway.transport import Transport
 
 log = logging.getLogger(__name__)

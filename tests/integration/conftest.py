@@ -7,9 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -18,7 +17,7 @@ import pytest
 from gateway.sim.dsmr import DsmrSimulator
 from gateway.sim.runner import PtyMeter
 
-T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ async def test_iec_reader_mode_c_switches_baud_and_publishes(tmp_path: Path) -> 
     assert first.device_id == "12345678"
     assert first.checksum_ok is True
     # the meter clock (local time, Europe/Amsterdam) became an aware timestamp
-    assert first.timestamp == datetime(2026, 3, 1, 11, 0, 0, tzinfo=timezone.utc)
+    assert first.timestamp == datetime(2026, 3, 1, 11, 0, 0, tzinfo=UTC)
     energy = first.reading("1.8.0")
     assert energy is not None and energy.unit == "kWh" and isinstance(energy.value, float)
     assert second.reading("1.8.0") is not None
@@ -127,7 +127,7 @@ async def test_dsmr_reader_wrong_key_is_a_clear_error_naming_the_meter(
     meter = PtyMeter(link=link)
     cfg = MeterConfig(id="lux", protocol="dsmr", port=link, key=wrong, auth_key=key.hex())
     bus = Bus()
-    sub = bus.subscribe(MeterStatus)
+    statuses = bus.subscribe(MeterStatus)
     reader = DsmrReader(cfg)
     caplog.set_level("INFO")
     async with task(reader.run(bus)), task(push_to_pty(meter, sim.telegram, 0.1)):
@@ -135,6 +135,10 @@ async def test_dsmr_reader_wrong_key_is_a_clear_error_naming_the_meter(
             while reader.counters.decryption_errors < 3:
                 await asyncio.sleep(0.05)
     meter.close()
+    status = statuses.get_nowait()
+    while (nxt := statuses.get_nowait()) is not None:
+        status = nxt
+    assert status is not None and "wrong decryption" in status.detail  # health names the cause
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1  # logged once per burst, not once per telegram
     assert "meter lux" in errors[0].getMessage() and "wrong" in errors[0].getMessage()

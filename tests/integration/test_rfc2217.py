@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import serial
@@ -89,7 +89,7 @@ async def test_rfc2217_transport_reads_a_meter_through_pyserials_server() -> Non
         dec = DsmrDecoder()
         frames = []
         try:
-            now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+            now = datetime(2026, 1, 1, tzinfo=UTC)
             async with asyncio.timeout(20):
                 while not frames:
                     now += timedelta(seconds=1)

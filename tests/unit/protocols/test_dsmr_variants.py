@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
 from dsmr_parser import telegram_specifications
 from dsmr_parser.parsers import TelegramParser
 
