@@ -19,10 +19,12 @@ from gateway import __version__
 from gateway.config import DEFAULT_CONFIG, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import register_secret, setup_logging
+from gateway.protocols.registry import DECODERS
+from gateway.sim.registry import SIMULATORS
 
 log = logging.getLogger("gateway.cli")
 
-PROTOCOLS = ("dsmr", "iec62056-21")
+PROTOCOLS = tuple(DECODERS)
 
 
 def _hex_key(text: str) -> bytes:
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("file", help="capture file, or - for standard input")
 
     s = sub.add_parser("simulate-meter", help="run a virtual meter on a pty or TCP port")
-    s.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    s.add_argument("--protocol", required=True, choices=tuple(SIMULATORS))
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="create a pty and print its path")
     where.add_argument("--listen", metavar="tcp://HOST:PORT")
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth-key", type=_hex_key, help="authentication key for --variant smarty")
     s.add_argument("--interval", type=float, help="seconds between telegrams (default: the variant's)")
     s.add_argument("--reaction-time", type=float, default=0.2, help="IEC 62056-21 reaction time in s")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="protocol-specific setting, repeatable (see README)")
 
     rd = sub.add_parser("read", help="read one frame from a configured meter and print it as JSON")
     rd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -135,13 +139,9 @@ def cmd_run(path: Path, level: str | None) -> int:
 
 
 def make_decoder(protocol: str, *, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
-    if protocol == "dsmr":
-        from gateway.protocols.dsmr import DsmrDecoder
+    from gateway.protocols.registry import make_decoder as _make
 
-        return DsmrDecoder(key=key, auth_key=auth_key)
-    from gateway.protocols.iec62056_21 import ReadoutDecoder
-
-    return ReadoutDecoder()
+    return _make(protocol, key=key, auth_key=auth_key)
 
 
 def cmd_decode(protocol: str, file: str, *, key: bytes | None, auth_key: bytes | None,

@@ -53,7 +53,7 @@ class StoreSection(_Frozen):
 
 class MeterConfig(_Frozen):
     id: str = Field(pattern=_ID)
-    protocol: Literal["dsmr", "iec62056-21"]
+    protocol: str = Field(description="dsmr, iec62056-21, … (see gateway/meters/registry.py)")
     port: str = Field(min_length=1)
     baudrate: int | None = Field(default=None, description="default: 115200 for DSMR 4/5, 300 start for IEC 62056-21")
     bytesize: Literal[7, 8] | None = None
@@ -70,6 +70,14 @@ class MeterConfig(_Frozen):
     address: str = ""
     poll_interval_s: float = Field(default=60.0, gt=0)
     max_baudrate: int = 9600
+    # protocol-specific settings, validated by the reader's own Options model
+    options: dict[str, Any] = Field(default_factory=dict)
+    _options: Any = PrivateAttr(default=None)
+
+    @property
+    def protocol_options(self) -> Any:
+        """The validated ``options`` table (the reader's Options model), or None."""
+        return self._options
 
     @field_validator("key", "auth_key")
     @classmethod
@@ -88,6 +96,15 @@ class MeterConfig(_Frozen):
                 raise ValueError("expected an IANA time zone name such as Europe/Amsterdam") from None
         return v
 
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        from gateway.meters.registry import READERS
+
+        if v not in READERS:
+            raise ValueError(f"expected one of {', '.join(sorted(READERS))}")
+        return v
+
     @field_validator("port")
     @classmethod
     def _port(cls, v: str) -> str:
@@ -96,10 +113,11 @@ class MeterConfig(_Frozen):
         return v
 
     def line_settings(self) -> tuple[int, int, str]:
-        """Baud rate, data bits and parity for the port (protocol defaults)."""
-        if self.protocol == "dsmr":
-            return (self.baudrate or 115200, self.bytesize or 8, self.parity or "N")
-        return (self.baudrate or 300, self.bytesize or 7, self.parity or "E")
+        """Baud rate, data bits and parity for the port (the reader's defaults where unset)."""
+        from gateway.meters.registry import reader_class
+
+        baud, bits, parity = reader_class(self.protocol).line_defaults
+        return (self.baudrate or baud, self.bytesize or bits, self.parity or parity)
 
 
 class RulesSection(_Frozen):
@@ -214,6 +232,16 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
         except ValidationError as exc:
             problems.extend(_problems(file, exc, ("adapter", name)))
     for i, m in enumerate(cfg.meter if cfg is not None else ()):
+        from gateway.meters.registry import reader_class
+
+        options_model = reader_class(m.protocol).Options
+        if options_model is not None:
+            try:
+                m._options = options_model.model_validate(m.options)
+            except ValidationError as exc:
+                problems.extend(_problems(file, exc, ("meter", i, "options")))
+        elif m.options:
+            problems.append((file, f"meter[{i}].options", f"protocol {m.protocol} takes no options"))
         for attr in ("key_file", "auth_key_file"):
             p = getattr(m, attr)
             if p is None:

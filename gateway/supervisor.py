@@ -35,15 +35,13 @@ WRITE_BATCH = 200
 
 
 def build_reader(cfg_meter: Any, clock: Clock) -> MeterReader:
-    if cfg_meter.protocol == "dsmr":
-        from gateway.meters.dsmr import DsmrReader
+    from gateway.meters.registry import reader_class
 
-        return DsmrReader(cfg_meter, clock=clock)
-    if cfg_meter.protocol == "iec62056-21":
-        from gateway.meters.iec62056_21 import Iec62056Reader
-
-        return Iec62056Reader(cfg_meter, clock=clock)
-    raise GatewayError(f"no reader for protocol {cfg_meter.protocol!r}")
+    try:
+        cls = reader_class(cfg_meter.protocol)
+    except KeyError:
+        raise GatewayError(f"no reader for protocol {cfg_meter.protocol!r}") from None
+    return cls(cfg_meter, clock=clock)
 
 
 @dataclass(slots=True)

@@ -8,6 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from gateway.backoff import Backoff
 from gateway.bus import Bus, MeterStatus
@@ -68,6 +71,11 @@ def describe_discard(ev: Discarded) -> str:
 class MeterReader:
     """Base class: subclasses implement ``session(transport)``, which reads until
     the port fails; this class owns reconnecting, health and snapshot publishing."""
+
+    #: the pydantic model of the meter's ``options`` table, if the protocol has any
+    Options: ClassVar[type[BaseModel] | None] = None
+    #: baud rate, data bits, parity when the config does not set them
+    line_defaults: ClassVar[tuple[int, int, str]] = (9600, 8, "N")
 
     def __init__(self, cfg: MeterConfig, *, clock: Clock | None = None,
                  opener: Opener = open_transport, backoff: Backoff | None = None) -> None:

@@ -9,6 +9,7 @@ from gateway.transport import Transport
 
 
 class DsmrReader(MeterReader):
+    line_defaults = (115200, 8, "N")  # DSMR 4/5; DSMR 2.2/3 meters need 9600 7E1 in the config
     _decoder: DsmrDecoder | None = None
 
     async def session(self, transport: Transport) -> None:

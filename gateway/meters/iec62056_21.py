@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class Iec62056Reader(MeterReader):
+    line_defaults = (300, 7, "E")  # the sign-on speed; the session switches up
     async def session(self, transport: Transport) -> None:
         while True:
             started = self.clock.monotonic()

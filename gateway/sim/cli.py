@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
+from gateway.sim.registry import SIMULATORS
 
 
 def _listen_addr(url: str) -> tuple[str, int]:
@@ -25,15 +28,30 @@ async def simulate_meter(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    module, _, name = SIMULATORS[args.protocol].partition(":")
+    run: Callable[[argparse.Namespace], Awaitable[int]] = getattr(importlib.import_module(module), name)
     try:
-        if args.protocol == "dsmr":
-            return await _dsmr(args)
-        return await _iec(args)
+        return await run(args)
     except asyncio.CancelledError:
         return 0
 
 
-async def _dsmr(args: argparse.Namespace) -> int:
+def options(args: argparse.Namespace) -> dict[str, str]:
+    """``--option KEY=VALUE`` pairs as a dict.
+
+    Raises:
+        ConfigError: an option is not ``KEY=VALUE``.
+    """
+    out = {}
+    for item in getattr(args, "option", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError([("(command line)", "--option", f"expected KEY=VALUE, got {item!r}")])
+        out[key.strip()] = value.strip()
+    return out
+
+
+async def run_dsmr(args: argparse.Namespace) -> int:
     from gateway.sim.dsmr import DsmrSimulator
     from gateway.sim.runner import PtyMeter, push_to_pty, push_to_tcp
 
@@ -55,7 +73,7 @@ async def _dsmr(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _iec(args: argparse.Namespace) -> int:
+async def run_iec62056_21(args: argparse.Namespace) -> int:
     from gateway.sim import iec62056_21 as iec
 
     model = iec.LoadModel(clock=datetime.now)  # one meter: registers persist across sessions

@@ -142,3 +142,10 @@ def test_han_gateway_console_script_runs() -> None:
     assert out.stdout.startswith("han-gateway ")
     out = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("han-gateway ")
+
+
+def test_protocol_options_are_checked_by_the_reader(tmp_path: Path) -> None:
+    text = '[[meter]]\nid = "m"\nprotocol = "dsmr"\nport = "/dev/x"\n[meter.options]\nwhatever = 1\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert [(k, m) for _, k, m in info.value.problems] == [("meter[0].options", "protocol dsmr takes no options")]
