@@ -25,9 +25,16 @@ def _iec62056_21(*, key: bytes | None = None, auth_key: bytes | None = None) -> 
     return ReadoutDecoder()
 
 
+def _sml(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
+    from gateway.protocols.sml import SmlDecoder
+
+    return SmlDecoder()
+
+
 DECODERS: dict[str, DecoderFactory] = {
     "dsmr": _dsmr,
     "iec62056-21": _iec62056_21,
+    "sml": _sml,
 }
 
 

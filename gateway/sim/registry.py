@@ -10,4 +10,5 @@ from __future__ import annotations
 SIMULATORS: dict[str, str] = {
     "dsmr": "gateway.sim.cli:run_dsmr",
     "iec62056-21": "gateway.sim.cli:run_iec62056_21",
+    "sml": "gateway.sim.sml:run_cli",
 }
