@@ -1428,7 +1428,7 @@ class SmlTransportDecoder:
             p = buf.find(_ESC, i, limit)
             if p < 0:
                 if limit - s >= self._max_frame:
-                    cut = max(i, limit - 3)  # a start sequence may begin in the last 3 bytes
+                    cut = self._overflow_cut(s)
                     message = f"no end sequence within {self._max_frame} bytes"
                     self._discard(events, "overflow", message, s, cut)
                     return cut
@@ -1437,11 +1437,14 @@ class SmlTransportDecoder:
                     return n
                 self._scan = max(i, n - 3) - s
                 return -1
+            if p + 8 > s + self._max_frame:
+                # Decided on the window alone (not on how many bytes are buffered),
+                # so the result cannot depend on how the stream was split.
+                cut = self._overflow_cut(s)
+                message = f"no end sequence within {self._max_frame} bytes"
+                self._discard(events, "overflow", message, s, cut)
+                return cut
             if p + 8 > n:
-                if p + 8 > s + self._max_frame:
-                    message = f"no end sequence within {self._max_frame} bytes"
-                    self._discard(events, "overflow", message, s, p)
-                    return p
                 if final:
                     self._discard(events, "framing", "stream ended inside an SML frame", s, n)
                     return n
@@ -1469,6 +1472,17 @@ class SmlTransportDecoder:
             esc = bytes(buf[p + 4 : p + 8]).hex()
             self._discard(events, "framing", f"invalid escape sequence 1b1b1b1b {esc}", s, p + 8)
             return p + 8
+
+    def _overflow_cut(self, s: int) -> int:
+        """Where an overflowing frame starting at ``s`` is cut.
+
+        A function of the stream's content only (never of how far the scan had
+        got when the bytes ran out), so that any split of the input gives the
+        same events: keep the last 7 bytes of the window, where a start
+        sequence may begin, but never cut inside an escape already consumed.
+        """
+        consumed = s + (self._escapes[-1] + 8 if self._escapes else 8)
+        return max(consumed, s + self._max_frame - 7)
 
     def _end(self, events: list[TransportEvent], s: int, p: int, on_grid: bool) -> int:
         """The end sequence of the frame starting at ``s`` is at ``p``: check and emit it."""
