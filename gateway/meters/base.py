@@ -158,7 +158,9 @@ class MeterReader:
                 if not self.online or self.burst.in_burst == 1:
                     self._status(self.online, describe_discard(ev))
 
-    def publish_frame(self, frame: MeterFrame) -> None:
+    def publish_frame(self, frame: MeterFrame, *, meter: str | None = None) -> None:
+        """Publish ``frame`` as a Snapshot of ``meter`` (default: the configured meter id;
+        a bus reader such as M-Bus passes one id per device on the bus)."""
         now = self.clock.now()
         self.counters.frames += 1
         self.last_frame_at = self.clock.monotonic()
@@ -166,7 +168,7 @@ class MeterReader:
         self.burst.ok()
         self._status(True, "receiving")
         snap = Snapshot(
-            meter=self.cfg.id,
+            meter=meter or self.cfg.id,
             protocol=frame.protocol,
             device_id=frame.meter_id,
             timestamp=frame.timestamp or now,

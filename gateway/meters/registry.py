@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 READERS: dict[str, str] = {
     "dsmr": "gateway.meters.dsmr:DsmrReader",
     "iec62056-21": "gateway.meters.iec62056_21:Iec62056Reader",
+    "mbus": "gateway.meters.mbus:MbusReader",
     "sml": "gateway.meters.sml:SmlReader",
 }
 

@@ -25,6 +25,12 @@ def _iec62056_21(*, key: bytes | None = None, auth_key: bytes | None = None) -> 
     return ReadoutDecoder()
 
 
+def _mbus(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
+    from gateway.protocols.mbus.decoder import MbusDecoder
+
+    return MbusDecoder()
+
+
 def _sml(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
     from gateway.protocols.sml import SmlDecoder
 
@@ -34,6 +40,7 @@ def _sml(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
 DECODERS: dict[str, DecoderFactory] = {
     "dsmr": _dsmr,
     "iec62056-21": _iec62056_21,
+    "mbus": _mbus,
     "sml": _sml,
 }
 

@@ -10,5 +10,6 @@ from __future__ import annotations
 SIMULATORS: dict[str, str] = {
     "dsmr": "gateway.sim.cli:run_dsmr",
     "iec62056-21": "gateway.sim.cli:run_iec62056_21",
+    "mbus": "gateway.sim.mbus:run_cli",
     "sml": "gateway.sim.sml:run_cli",
 }
