@@ -77,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--meter", help="meter id (default: the first)")
     rd.add_argument("--timeout", type=float, default=30.0)
 
+    mb = sub.add_parser("mbus", help="wired M-Bus tools")
+    mbsub = mb.add_subparsers(dest="mbus_command", required=True)
+    sc = mbsub.add_parser("scan", help="find the meters on a wired M-Bus (progress on stderr, JSON on stdout)")
+    sc.add_argument("--port", required=True, help="device path, socket://HOST:PORT or rfc2217://HOST:PORT")
+    sc.add_argument("--baud", type=int, default=2400)
+    sc.add_argument("--mode", choices=("primary", "secondary"), default="secondary")
+    sc.add_argument("--mask", help="secondary scan only below this id mask, e.g. 12FFFFFF")
+    sc.add_argument("--hex-digits", action="store_true", help="also try A-E in id digits (non-BCD ids)")
+    sc.add_argument("--timeout-margin", type=float, default=0.1, help="seconds added to each reply window")
+    sc.add_argument("--retries", type=int, default=0, help="repeats of an unanswered probe")
+
     dm = sub.add_parser("demo", help="virtual meter + embedded broker + gateway, no hardware needed")
     dm.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
     dm.add_argument("--data-dir", type=Path, default=Path("demo-data"))
@@ -102,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(simulate_meter(args))
         if args.command == "read":
             return asyncio.run(cmd_read(args.config, args.meter, args.timeout))
+        if args.command == "mbus":
+            return asyncio.run(cmd_mbus_scan(args))
         if args.command == "demo":
             from gateway.demo import run_demo
 
@@ -200,6 +213,52 @@ async def cmd_read(path: Path, meter_id: str | None, timeout: float) -> int:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     print(json.dumps(snap.to_json(), ensure_ascii=False))
+    return 0
+
+
+async def cmd_mbus_scan(args: argparse.Namespace) -> int:
+    """Scan a bus: a progress line on stderr, one JSON object per meter on stdout,
+    then the ``[meter.options]`` line to paste into the config."""
+    from gateway.meters.mbus_scan import Collision, DeviceFound, ScanProgress, scan
+    from gateway.protocols.mbus.app import SecondaryAddress
+    from gateway.transport import open_transport
+
+    tty = sys.stderr.isatty()
+    last = 0.0
+
+    def progress(ev: object) -> None:
+        nonlocal last
+        loop_time = asyncio.get_running_loop().time()
+        if isinstance(ev, ScanProgress) and (loop_time - last > 0.5 or ev.fraction >= 1.0):
+            last = loop_time
+            line = f"{ev.fraction * 100:5.1f}%  {ev.current}  {ev.probes} probes  {ev.found} found"
+            print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        elif isinstance(ev, Collision):
+            what = f"primary {ev.primary}" if ev.primary is not None else f"ids {ev.mask.id if ev.mask else '?'}"
+            print(f"\ncollision: {what} (several meters answer and cannot be told apart)", file=sys.stderr)
+        elif isinstance(ev, DeviceFound):
+            print(json.dumps({
+                "primary": ev.primary,
+                "secondary": ev.secondary.label if ev.secondary else None,
+                "hex": ev.secondary.hex if ev.secondary else None,
+                "header": ev.header,
+            }), flush=True)
+
+    mask = SecondaryAddress.parse(args.mask) if args.mask else None
+    transport = await open_transport(args.port, baudrate=args.baud, bytesize=8, parity="E")
+    try:
+        found = await scan(transport, mode=args.mode, progress=progress, baud=args.baud, mask=mask,
+                           timeout_margin_s=args.timeout_margin, retries=args.retries,
+                           digits="0123456789ABCDE" if args.hex_digits else "0123456789")
+    finally:
+        await transport.close()
+    print(file=sys.stderr)
+    if args.mode == "secondary":
+        ids = [f.secondary.label for f in found if f.secondary]
+        print(f"# {len(found)} meter(s); for the config:\n# secondary_addresses = {json.dumps(ids)}", file=sys.stderr)
+    else:
+        prim = [f.primary for f in found if f.primary is not None]
+        print(f"# {len(found)} meter(s); for the config:\n# primary_addresses = {json.dumps(prim)}", file=sys.stderr)
     return 0
 
 

@@ -90,3 +90,20 @@ def test_read_reports_a_meter_that_sends_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "no frame from meter x" in proc.stderr and "cannot open" in proc.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_mbus_scan_finds_every_meter_of_a_virtual_bus(tmp_path: Path) -> None:
+    link = tmp_path / "mbus"
+    sim = start_sim("--protocol", "mbus", "--pty", "--link", str(link),
+                    "--option", "meters=3", "--option", "baud=38400")
+    try:
+        proc = subprocess.run([EXE, "mbus", "scan", "--port", str(link), "--baud", "38400",
+                               "--mode", "secondary", "--timeout-margin", "0.02"],
+                              capture_output=True, text=True, timeout=110)
+    finally:
+        stop(sim)
+    assert proc.returncode == 0, proc.stderr
+    found = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(found) == 3
+    assert all(f["secondary"] and len(f["secondary"].split("-")[0]) == 8 for f in found)
+    assert "100.0%" in proc.stderr and "secondary_addresses = [" in proc.stderr
