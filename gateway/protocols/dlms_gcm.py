@@ -14,18 +14,18 @@ first 12 bytes of the GCM tag.
 Not supported here (the full DLMS stack lives in ``gateway.protocols.dlms``):
 other security suites, authentication-only or encryption-only security
 control values, dedicated keys, key agreement, compression and
-general-ded-ciphering.  Nothing in this module ever puts key material into an
-exception message.
+general-ded-ciphering.  The cipher itself is
+:mod:`gateway.protocols.dlms.security` (the one suite-0 implementation); this
+module keeps the P1 framing and the one security control Smarty meters use.
+Nothing in this module ever puts key material into an exception message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from gateway.errors import DecryptionError, LocalProtocolError, UnsupportedError
+from gateway.protocols.dlms import security
 
 __all__ = [
     "GENERAL_GLO_CIPHERING",
@@ -144,10 +144,6 @@ def parse_frame(data: bytes) -> GloFrame:
     )
 
 
-def _nonce(system_title: bytes, frame_counter: int) -> bytes:
-    return system_title + frame_counter.to_bytes(4, "big")
-
-
 def decrypt(frame: GloFrame, *, key: bytes, auth_key: bytes) -> bytes:
     """Verify the tag and return the plaintext.
 
@@ -161,21 +157,18 @@ def decrypt(frame: GloFrame, *, key: bytes, auth_key: bytes) -> bytes:
         raise UnsupportedError(
             f"security control 0x{frame.security_control:02X} (only 0x30 is supported)"
         )
-    decryptor = Cipher(
-        algorithms.AES(key),
-        modes.GCM(
-            _nonce(frame.system_title, frame.frame_counter), frame.tag, min_tag_length=TAG_LEN
-        ),
-    ).decryptor()
-    decryptor.authenticate_additional_data(bytes((frame.security_control,)) + auth_key)
-    try:
-        return decryptor.update(frame.ciphertext) + decryptor.finalize()
-    except InvalidTag:
-        # `from None`: the library exception adds nothing and must not drag
-        # cipher state into logs.
-        raise DecryptionError(
-            "GCM tag does not verify (wrong key or corrupted frame)", reason="wrong_key"
-        ) from None
+    if len(auth_key) != 16:
+        # A mistyped authentication key can never verify a tag: say so the way a
+        # wrong key is said, rather than as a local error from inside a decoder.
+        raise DecryptionError("the authentication key is not 16 bytes", reason="wrong_key")
+    return security.decrypt(
+        frame.ciphertext + frame.tag,
+        security_control=frame.security_control,
+        system_title=frame.system_title,
+        invocation_counter=frame.frame_counter,
+        key=key,
+        auth_key=auth_key,
+    )
 
 
 def encrypt(
@@ -201,11 +194,14 @@ def encrypt(
     length = _PAYLOAD_MIN + len(plaintext)
     if length > 0xFFFF:
         raise LocalProtocolError("plaintext too long for one APDU")
-    encryptor = Cipher(
-        algorithms.AES(key), modes.GCM(_nonce(system_title, frame_counter))
-    ).encryptor()
-    encryptor.authenticate_additional_data(bytes((SECURITY_AUTH_ENC,)) + auth_key)
-    ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+    ciphered = security.encrypt(
+        plaintext,
+        security_control=SECURITY_AUTH_ENC,
+        system_title=system_title,
+        invocation_counter=frame_counter,
+        key=key,
+        auth_key=auth_key,
+    )
     return b"".join(
         (
             bytes((GENERAL_GLO_CIPHERING, SYSTEM_TITLE_LEN)),
@@ -214,7 +210,6 @@ def encrypt(
             length.to_bytes(2, "big"),
             bytes((SECURITY_AUTH_ENC,)),
             frame_counter.to_bytes(4, "big"),
-            ciphertext,
-            encryptor.tag[:TAG_LEN],
+            ciphered,
         )
     )

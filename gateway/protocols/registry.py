@@ -31,6 +31,12 @@ def _mbus(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
     return MbusDecoder()
 
 
+def _dlms(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
+    from gateway.protocols.dlms.push import DlmsPushDecoder
+
+    return DlmsPushDecoder(key=key, auth_key=auth_key)
+
+
 def _sml(*, key: bytes | None = None, auth_key: bytes | None = None) -> Any:
     from gateway.protocols.sml import SmlDecoder
 
@@ -42,6 +48,7 @@ DECODERS: dict[str, DecoderFactory] = {
     "iec62056-21": _iec62056_21,
     "mbus": _mbus,
     "sml": _sml,
+    "dlms": _dlms,
 }
 
 
