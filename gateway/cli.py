@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decode captured meter bytes to JSON lines")
     d.add_argument("--protocol", required=True, choices=PROTOCOLS)
-    d.add_argument("--key", type=_hex_key, help="decryption key (DSMR Smarty), 32 hex digits")
+    d.add_argument("--key", type=_hex_key, help="decryption key (DSMR Smarty, DLMS), 32 hex digits")
     d.add_argument("--auth-key", type=_hex_key, help="authentication key, 32 hex digits")
     d.add_argument("file", help="capture file, or - for standard input")
 

@@ -25,6 +25,24 @@ class ConfigError(GatewayError):
         super().__init__("; ".join(f"{f}: {k}: {m}" for f, k, m in problems))
 
 
+class RuleSyntaxError(ConfigError):
+    """A rule file is wrong at a known place.
+
+    ``file``, ``line`` and ``col`` (1-based) locate the first problem;
+    ``problems`` holds every problem found, each as ``("file:line:col", key
+    path, message)``, so that ``han-gateway check`` prints
+    ``rules/peak.toml:12:18: rule[0].when: expected ...``.
+    """
+
+    def __init__(
+        self, problems: list[tuple[str, str, str]], *, file: str, line: int, col: int
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.col = col
+        super().__init__(problems)
+
+
 # ------------------------------------------------------------------- protocol
 class ProtocolError(GatewayError):
     """A codec could not make sense of bytes (abstract: use a subclass).
@@ -67,8 +85,8 @@ class ChecksumError(RemoteProtocolError):
 class DecryptionError(RemoteProtocolError):
     """An encrypted frame could not be decrypted or authenticated.
 
-    ``reason`` is one of ``"wrong_key"``, ``"not_encrypted"``, ``"truncated"``,
-    ``"replay"``, ``"no_key"``, ``"malformed"``.  Never carries key material.
+    ``reason`` is one of ``"wrong_key"``, ``"not_encrypted"``, ``"compressed"``,
+    ``"truncated"``, ``"replay"``, ``"no_key"``, ``"malformed"``.  Never carries key material.
     """
 
     def __init__(self, message: str, *, reason: str, offset: int = -1, raw: bytes = b"") -> None:

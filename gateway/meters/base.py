@@ -63,6 +63,10 @@ def describe_discard(ev: Discarded) -> str:
             "wrong_key": "wrong decryption or authentication key (GCM tag does not verify); check key_file/auth_key_file",
             "no_key": "the meter sends encrypted telegrams but no key is configured (key_file)",
             "replay": "frame counter did not increase (replayed frame refused)",
+            "not_encrypted": "a key is configured but the meter sends plaintext where ciphering was expected",
+            "compressed": "the meter sends compressed ciphered frames, which are not supported",
+            "truncated": "a ciphered frame is shorter than its header says (line noise or a cut frame)",
+            "malformed": "a ciphered frame's header is malformed",
         }
         return hints.get(err.reason, f"cannot decrypt: {err}")
     return f"{ev.reason}: {err} (offset {ev.offset})"
