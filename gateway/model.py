@@ -159,6 +159,7 @@ class PriceSignal:
     price_per_kwh: float
     currency: str = "EUR"
     source: str = ""
+    tier: int | None = None  # tariff tier / price level (ZigBee SE PriceTier, 1 = cheapest)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,11 +170,28 @@ class DemandResponseEvent:
     level: int = 1  # 0 = none, higher = stronger request to reduce
     target_power_w: float | None = None
     source: str = ""
+    issuer: str = ""  # who sent it (OpenADR VTN id, utility, "mqtt")
+    # 1-9 as ZigBee SE DRLC criticality levels: 1 green, 2-6 voluntary levels 1-5,
+    # 7 emergency, 8 planned outage, 9 service disconnect.  A signal source maps
+    # its own scale onto this one (OpenADR SIMPLE 1 moderate, 2 high, 3 special).
+    criticality: int = 1
+    load_classes: tuple[str, ...] = ()  # target load classes; () = every load
+    load_adjustment_pct: float | None = None  # e.g. -30.0: reduce load by 30 %
+    duty_cycle_pct: float | None = None  # e.g. 50.0: run at most half the time
+    randomize_start_s: float = 0.0  # start somewhere in [start, start + this)
+    randomize_end_s: float = 0.0  # end somewhere in [end, end + this)
+    cancelled: bool = False  # a cancellation of ``event_id``
+    supersedes: tuple[str, ...] = ()  # event ids this one replaces
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
 
 
 class LoadAction(enum.Enum):
     SHED = "shed"
     RESTORE = "restore"
+    LIMIT = "limit"  # run at no more than ``LoadCommand.limit_w``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +201,9 @@ class LoadCommand:
     reason: str
     rule: str = ""
     until: datetime | None = None  # fail-safe: restore no later than this
+    limit_w: float | None = None  # for LoadAction.LIMIT
+    actuator: str = ""  # the load's actuator address ("mqtt:home/boiler/set")
+    issued: datetime | None = None  # the engine's ``now`` when it decided
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,3 +213,8 @@ class LoadState:
     since: datetime
     override: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    rule: str = ""
+    limit_w: float | None = None  # set while limited
+    until: datetime | None = None  # fail-safe deadline of a shed, or end of an override
+    power_w: float | None = None  # measured by the actuator, where it can
