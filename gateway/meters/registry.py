@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from gateway.meters.base import MeterReader
 
 READERS: dict[str, str] = {
+    "dlms": "gateway.meters.dlms:DlmsReader",
     "dsmr": "gateway.meters.dsmr:DsmrReader",
     "iec62056-21": "gateway.meters.iec62056_21:Iec62056Reader",
     "mbus": "gateway.meters.mbus:MbusReader",

@@ -8,6 +8,7 @@ and receives the parsed command line (``--pty``/``--listen``/``--link``/``--key`
 from __future__ import annotations
 
 SIMULATORS: dict[str, str] = {
+    "dlms": "gateway.sim.dlms:run_cli",
     "dsmr": "gateway.sim.cli:run_dsmr",
     "iec62056-21": "gateway.sim.cli:run_iec62056_21",
     "mbus": "gateway.sim.mbus:run_cli",
