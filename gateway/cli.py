@@ -77,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--meter", help="meter id (default: the first)")
     rd.add_argument("--timeout", type=float, default=30.0)
 
+    ru = sub.add_parser("rules", help="rule file tools")
+    rusub = ru.add_subparsers(dest="rules_command", required=True)
+    rs = rusub.add_parser("simulate", help="replay recorded history through rule files (dry run)")
+    rs.add_argument("--rules", type=Path, required=True, help="folder of rule files (*.toml)")
+    src = rs.add_mutually_exclusive_group(required=True)
+    src.add_argument("--history", type=Path, help="CSV file of readings (columns: see gateway/rules/simulate.py)")
+    src.add_argument("--from-store", action="store_true", help="the gateway's own database (needs --config)")
+    rs.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rs.add_argument("--meter", help="meter id in the store (default: the first configured)")
+    rs.add_argument("--since", type=_iso, help="ISO time (default: 7 days before --until)")
+    rs.add_argument("--until", type=_iso, help="ISO time (default: now)")
+    rs.add_argument("--plot", type=Path, help="write a PNG of import power with and without the rules")
+    rs.add_argument("--seed", type=int, default=0)
+
     mb = sub.add_parser("mbus", help="wired M-Bus tools")
     mbsub = mb.add_subparsers(dest="mbus_command", required=True)
     sc = mbsub.add_parser("scan", help="find the meters on a wired M-Bus (progress on stderr, JSON on stdout)")
@@ -113,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(simulate_meter(args))
         if args.command == "read":
             return asyncio.run(cmd_read(args.config, args.meter, args.timeout))
+        if args.command == "rules":
+            return asyncio.run(cmd_rules_simulate(args))
         if args.command == "mbus":
             return asyncio.run(cmd_mbus_scan(args))
         if args.command == "demo":
@@ -133,8 +149,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_check(path: Path) -> int:
     cfg = load_config(path)
-    print(f"{path}: ok ({len(cfg.meter)} meter(s), adapters: {', '.join(cfg.adapter_configs()) or 'none'})")
+    rules = ""
+    if cfg.rules.dir is not None:
+        from gateway.rules import load_rule_dir
+
+        rules_dir = cfg.rules.dir if cfg.rules.dir.is_absolute() or cfg.base_dir is None else cfg.base_dir / cfg.rules.dir
+        ruleset = load_rule_dir(rules_dir)
+        rules = f", {len(ruleset.rules)} rule(s) for {len(ruleset.loads)} load(s)"
+    print(f"{path}: ok ({len(cfg.meter)} meter(s), adapters: {', '.join(cfg.adapter_configs()) or 'none'}{rules})")
     return 0
+
+
+def _iso(text: str) -> Any:
+    from datetime import datetime, timezone
+
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an ISO 8601 time such as 2026-01-05T17:00+01:00") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+async def cmd_rules_simulate(args: argparse.Namespace) -> int:
+    from gateway.rules.simulate import run_simulate
+
+    if args.history is not None:
+        return await run_simulate(rules_dir=args.rules, history=args.history, plot=args.plot,
+                                  seed=args.seed, out=sys.stdout)
+    from gateway.store import Store
+
+    cfg = load_config(args.config)
+    meter = args.meter or (cfg.meter[0].id if cfg.meter else None)
+    if meter is None:
+        raise ConfigError([(str(args.config), "meter", "no meter configured; give --meter")])
+    store = await Store.open(cfg.gateway.data_dir / "gateway.sqlite3")
+    try:
+        return await run_simulate(rules_dir=args.rules, store=store, meter=meter, start=args.since,
+                                  end=args.until, plot=args.plot, seed=args.seed, out=sys.stdout)
+    finally:
+        await store.close()
 
 
 def cmd_run(path: Path, level: str | None) -> int:
