@@ -481,6 +481,9 @@ class Subscriber:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho 2.2's loop_start() makes a socket pair that loop_stop() leaves open
+        # (a ResourceWarning at garbage collection); close it here.
+        self._client._reset_sockets(sockpair_only=True)  # noqa: SLF001
 
     @property
     def local_port(self) -> int | None:
