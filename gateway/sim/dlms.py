@@ -104,6 +104,7 @@ class DlmsMeter:
         self.options = options or MeterOptions()
         self.now = now
         self.tz: tzinfo = ZoneInfo(self.options.timezone)
+        self._push_server: DlmsServer | None = None
 
     # A day curve of consumption (≈250-850 W) and of PV (0-1800 W around noon UTC):
     # closed-form integrals make every register a pure function of the time.
@@ -210,7 +211,18 @@ class DlmsMeter:
                  ScalerUnit(scaler=0, unit=27)),
             item(POWER_OUT, axdr.double_long_unsigned(int(self.production_w(t))),
                  ScalerUnit(scaler=0, unit=27)),
+            item(VOLTAGE, axdr.long_unsigned(2300 + int(20 * math.sin(t / 60))),
+                 ScalerUnit(scaler=-1, unit=35)),
         )
+
+    def push_notification(self) -> bytes:
+        """The next pushed DataNotification APDU (general-glo-ciphered with ``key``).
+
+        One invocation counter for all the meter's pushes, whichever carrier: a receiver
+        refuses a counter that does not increase (a replay)."""
+        if self._push_server is None:
+            self._push_server = self.server()
+        return self._push_server.notification(self.push_body(), when=self.local_now())
 
 
 # -------------------------------------------------------------- HDLC / mode E
@@ -295,7 +307,7 @@ class HdlcSession:
 
     def push(self) -> bytes:
         """A pushed DataNotification in an HDLC UI frame to the public client (16)."""
-        apdu = self.meter.server().notification(self.meter.push_body(), when=self.meter.local_now())
+        apdu = self.meter.push_notification()
         return hdlc.HdlcFrame(destination=hdlc.HdlcAddress(upper=16), source=self._server_addr,
                               control=hdlc.control_u(hdlc.FrameKind.UI),
                               information=hdlc.LLC_RESPONSE + apdu).encode()
@@ -352,10 +364,9 @@ async def serve_tcp(meter: DlmsMeter, host: str, port: int, *,
         pusher = None
         if meter.options.push_interval_s > 0:
             async def push() -> None:
-                server = meter.server()
                 while True:
                     await asyncio.sleep(meter.options.push_interval_s)
-                    apdu = server.notification(meter.push_body(), when=meter.local_now())
+                    apdu = meter.push_notification()
                     writer.write(WrapperFrame(source_wport=1, destination_wport=16,
                                               apdu=apdu).encode())
 
