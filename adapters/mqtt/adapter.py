@@ -3,8 +3,8 @@
 MQTT 3.1.1 (OASIS 2014) or 5.0 through paho-mqtt 2.x, driven on the asyncio
 loop (STYLE 2.6 item 7): the socket callbacks ``on_socket_open`` /
 ``on_socket_close`` / ``on_socket_(un)register_write`` map to
-``loop.add_reader`` / ``add_writer`` and a task calls ``loop_misc()`` once a
-second for keepalive.  Only the blocking ``connect()`` (DNS, TCP, TLS handshake)
+``loop.add_reader`` / ``add_writer`` and a task calls ``loop_misc()`` every
+quarter keepalive (1 to 5 s).  Only the blocking ``connect()`` (DNS, TCP, TLS handshake)
 runs in the default executor, as aiomqtt did; there is no network thread.
 
 Delivery (at-least-once): snapshots come only from the outbox.  The newest
@@ -14,6 +14,17 @@ pending item of each meter is published as live state (retained), older ones
 acknowledged (PUBACK/PUBCOMP) the state or history message carrying it; rows
 unacknowledged when a connection drops are sent again on the next one, so
 subscribers de-duplicate by the snapshot's timestamp.
+
+Flow: a round is woken by ``OutboxChanged`` (or the poll); the state message
+of a new item is written to the socket before its per-quantity messages are
+even queued (30-odd per DSMR telegram), and the acks of earlier items are
+handed to the outbox after the round's publishing.  The messages published
+and not yet acknowledged are bounded (``_outstanding_max``).  When the adapter
+falls behind (a thousand telegrams a second), new items wait in per-session
+queues, each meter's newest as live and the ones it superseded as history;
+history goes first: every snapshot still reaches the broker, and each
+meter's per-quantity topics carry its newest values as often as the budget
+allows.
 
 Every connection attempt uses a fresh paho client with a clean session: paho's
 own resend queue is never relied on, the outbox is the only queue.  Reconnects
@@ -38,10 +49,14 @@ Not supported: WebSockets transport, persistent sessions, inbound commands
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
+import functools
+import itertools
 import json
 import logging
 import math
+import re
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
@@ -69,8 +84,8 @@ from gateway.backoff import Backoff
 from gateway.bus import Bus, MeterStatus, OutboxChanged, Subscription
 from gateway.clock import Clock, RealClock
 from gateway.errors import StoreError
-from gateway.model import OutboxItem, Snapshot
-from gateway.quantities import normalised_value, quantities_for
+from gateway.model import OutboxItem, Reading, Snapshot
+from gateway.quantities import Quantity, normalised_value, quantities_for
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +93,16 @@ log = logging.getLogger(__name__)
 # paho maps the 3.1.1 return codes 4 and 5 onto 0x86 and 0x87).
 _AUTH_REFUSED = frozenset({0x86, 0x87, 0x8C})
 
-_PAGE = 100  # outbox rows per query
+_PAGE = 100  # outbox rows per backlog query
+_LIVE_PAGE = 1000  # new outbox rows per query
+# New rows fetched and not yet published, at most (see _publish_new).
+_QUEUED_MAX = 2000
+# Acks waiting for a round wake the loop once this many gathered.
+_ACK_BATCH = 500
+# Messages published and not yet acknowledged (in flight or queued in paho).
+# Bounds paho's memory and keeps far below the 65535 packet ids, which a
+# reused id would confuse.
+_OUTSTANDING_MIN = 1000
 _GRACEFUL_S = 2.0  # bound on the offline PUBACK and the DISCONNECT at stop
 
 
@@ -110,7 +134,11 @@ class _Session:
     connected: bool = False
     started: bool = False  # the initial newest-per-meter step ran
     backlog_end: int = 0  # ids <= this existed at connect time
-    live_cursor: int = 0  # every id <= this has been classified live/history
+    live_cursor: int = 0  # every id <= this was fetched: queued below, or published
+    # fetched, not yet published: each meter's newest item (live), and items a
+    # newer one of their meter superseded (history), oldest first
+    queued_live: dict[str, OutboxItem] = field(default_factory=dict)
+    queued_history: collections.deque[OutboxItem] = field(default_factory=collections.deque)
     hist_cursor: int = 0  # backlog published up to this id
     sent: set[int] = field(default_factory=set)  # outbox ids published here
     item_mids: dict[int, int] = field(default_factory=dict)  # mid -> outbox id
@@ -119,6 +147,11 @@ class _Session:
     filter_ready_at: float | None = None  # monotonic time of its SUBACK
     tokens: float = 0.0
     tokens_at: float = 0.0
+    # A round is waiting for PUBACKs (no budget left, or the backlog is being
+    # paced), or _goodbye waits for one: then every PUBACK wakes the loop.
+    # Otherwise acks wait for the next round (the next OutboxChanged, or the
+    # poll): with one telegram a second, one round a telegram instead of two.
+    wants_pubacks: bool = False
 
     @property
     def inflight(self) -> int:
@@ -169,6 +202,9 @@ class MqttAdapter:
         self._detail = "not started"
         self._to_ack: list[int] = []
         self._meter_online: dict[str, bool] = {}
+        # meter -> (key, [(quantity, value topic)]) of its last snapshot (see _quantities)
+        self._quantity_memo: dict[str, tuple[Any, list[tuple[Quantity, str]]]] = {}
+        self._outstanding_max = max(_OUTSTANDING_MIN, 4 * config.max_inflight)
         # discovery: (meter, key) -> (config topic, payload); device info per meter
         self._discovered: dict[tuple[str, str], tuple[str, str]] = {}
         self._devices: dict[str, DeviceInfo] = {}
@@ -388,7 +424,11 @@ class MqttAdapter:
             self._connect_failed(f"TLS/credential files: {exc}")
             return _End.FAILED
         session = _Session(client=client, connack=loop.create_future())
-        driver = _LoopDriver(client, loop)
+        # loop_misc() sends PINGREQ once keepalive_s passed without traffic (and
+        # gives up when no PINGRESP came within keepalive_s): checking every
+        # quarter of that (1..5 s) pings at most 25 % late, well within the
+        # 1.5 x keepalive_s the broker waits, with fewer wake-ups than 1 Hz.
+        driver = _LoopDriver(client, loop, misc_interval_s=min(5.0, max(1.0, cfg.keepalive_s / 4)))
         self._install_callbacks(session)
         connect = loop.run_in_executor(None, self._blocking_connect, client)
         try:
@@ -541,7 +581,8 @@ class MqttAdapter:
             return
         if item_id is not None:
             self._to_ack.append(item_id)
-        self._wake.set()
+        if session.wants_pubacks or len(self._to_ack) >= _ACK_BATCH:
+            self._wake.set()
 
     def _on_message(self, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
@@ -621,8 +662,12 @@ class MqttAdapter:
             pass
 
     async def _pump(self, session: _Session) -> None:
-        """One round: acks, discovery chores, live items, a paced slice of backlog."""
-        await self._flush_acks()
+        """One round: discovery chores, live items, a paced slice of backlog, acks.
+
+        Acks come last: a new item is published before the store commits the
+        acks of the previous ones.
+        """
+        session.wants_pubacks = False
         if self._republish_discovery:
             self._republish_discovery = False
             for topic, payload in self._discovered.values():
@@ -631,7 +676,10 @@ class MqttAdapter:
             await self._publish_initial(session)
         await self._publish_new(session)
         await self._publish_backlog(session)
+        if session.hist_cursor < session.backlog_end:
+            session.wants_pubacks = True  # paced by max_inflight too
         self._maybe_sweep(session)
+        await self._flush_acks()
         if self._clock.monotonic() - self._backlog_checked_at >= 1.0:
             await self._refresh_backlog()
 
@@ -662,28 +710,71 @@ class MqttAdapter:
             self._publish_live(session, item)
 
     async def _publish_new(self, session: _Session) -> None:
-        """Items appended since the last round: newest per meter live, the rest history."""
-        while True:
-            if session.closed.is_set():
-                return
-            batch = sorted(
-                await self._outbox.pending(after_id=session.live_cursor, limit=_PAGE),
-                key=lambda i: i.id,
-            )
-            batch = [i for i in batch if i.id > session.live_cursor]
-            if not batch:
-                return
-            newest = {i.id for i in _newest_per_meter(batch)}
+        """Items appended since the last round: each meter's newest live, the rest history.
+
+        New rows are fetched once, into the session's queues: an item waits
+        there as its meter's live one until a newer one of the same meter
+        replaces it and sends it to history.  Then, while the messages not yet
+        acknowledged stay under ``_outstanding_max`` (PUBACKs wake the next
+        round): history first (one message each), then the live items' state
+        messages, written to the socket at once, then their per-quantity
+        messages.  A gateway that keeps up finds one live item per meter and
+        publishes it in the round its OutboxChanged woke; one that falls behind
+        publishes every snapshot, and each meter's per-quantity topics as often
+        as it can, with the newest values.
+        """
+        while (
+            not session.closed.is_set()
+            and len(session.queued_history) + len(session.queued_live) < _QUEUED_MAX
+        ):
+            batch = await self._outbox.pending(after_id=session.live_cursor, limit=_LIVE_PAGE)
+            if any(a.id >= b.id for a, b in itertools.pairwise(batch)):
+                batch = sorted(batch, key=lambda i: i.id)
             for item in batch:
+                if item.id <= session.live_cursor:
+                    continue
+                session.live_cursor = item.id
                 if item.id in session.sent:
                     continue
-                if item.id in newest:
-                    self._publish_live(session, item)
-                else:
-                    self._publish_history(session, item)
-            session.live_cursor = batch[-1].id
-            if len(batch) < _PAGE:
-                return
+                meter = item.snapshot.meter
+                older = session.queued_live.pop(meter, None)
+                if older is not None:
+                    session.queued_history.append(older)
+                session.queued_live[meter] = item
+            if len(batch) < _LIVE_PAGE:
+                break
+        if session.closed.is_set():
+            return
+        try:
+            self._publish_queued(session)
+        finally:
+            # Work left: the PUBACKs that free the budget must wake the next round.
+            if session.queued_history or session.queued_live:
+                session.wants_pubacks = True
+
+    def _publish_queued(self, session: _Session) -> None:
+        budget = self._outstanding_max - session.inflight
+        history = session.queued_history
+        while history and budget > 0:
+            item = history.popleft()
+            if item.id not in session.sent:
+                self._publish_history(session, item)
+                budget -= 1
+        if history or not session.queued_live:
+            return
+        live: list[Snapshot] = []
+        for meter, item in sorted(session.queued_live.items(), key=lambda kv: kv[1].id):
+            # a live item costs its state message and up to one per reading
+            cost = 1 + len(item.snapshot.readings)
+            if cost > budget and (live or session.inflight):
+                break
+            del session.queued_live[meter]
+            if item.id not in session.sent and self._publish_state(session, item):
+                live.append(item.snapshot)
+                budget -= cost
+        _flush(session.client)
+        for snapshot in live:
+            self._publish_quantities(session, snapshot)
 
     async def _publish_backlog(self, session: _Session) -> None:
         cfg = self.config
@@ -759,7 +850,7 @@ class MqttAdapter:
         )
 
     def _publish_history(self, session: _Session, item: OutboxItem) -> None:
-        payload = _snapshot_json(item.snapshot)
+        payload = _item_json(item)
         if self._publish_tracked(
             session, self.topics.history(item.snapshot.meter), payload, retain=False,
             item_id=item.id,
@@ -768,14 +859,22 @@ class MqttAdapter:
             self._counters["history"] += 1
 
     def _publish_live(self, session: _Session, item: OutboxItem) -> None:
+        """The state message, then one message per quantity."""
+        if self._publish_state(session, item):
+            self._publish_quantities(session, item.snapshot)
+
+    def _publish_state(self, session: _Session, item: OutboxItem) -> bool:
         snapshot = item.snapshot
-        meter = snapshot.meter
         if not self._publish_tracked(
-            session, self.topics.state(meter), _snapshot_json(snapshot), retain=True,
+            session, self.topics.state(snapshot.meter), _item_json(item), retain=True,
             item_id=item.id,
         ):
-            return
+            return False
         session.sent.add(item.id)
+        return True
+
+    def _publish_quantities(self, session: _Session, snapshot: Snapshot) -> None:
+        meter = snapshot.meter
         if meter not in self._meter_online:
             # No reader status seen (yet): a fresh snapshot is proof of life.
             self._meter_online[meter] = True
@@ -783,11 +882,19 @@ class MqttAdapter:
         if self.config.discovery:
             self._update_device(session, meter, device_info(snapshot))
         now = self._clock.monotonic()
-        for reading, quantity in quantities_for(snapshot):
+        discovery = self.config.discovery
+        should_publish = self._throttle.should_publish
+        # The per-quantity messages are most of what the adapter publishes
+        # (30-odd per DSMR telegram): paho's publish() called directly.
+        publish = session.client.publish
+        qos = self.config.qos
+        in_flight = session.other_mids
+        published = 0
+        for reading, quantity, value_topic in self._quantities(snapshot):
             value = normalised_value(reading, quantity)
             if isinstance(value, float) and not math.isfinite(value):
                 continue
-            if self.config.discovery and (meter, quantity.key) not in self._discovered:
+            if discovery and (meter, quantity.key) not in self._discovered:
                 topic = self.topics.config(meter, quantity.key)
                 payload = json.dumps(
                     config_payload(
@@ -802,14 +909,44 @@ class MqttAdapter:
                 self._discovered[(meter, quantity.key)] = (topic, payload)
                 self._publish_tracked(session, topic, payload, retain=True)
                 log.info("HA discovery: %s/%s published", meter, quantity.key)
-            if self._throttle.should_publish(meter, quantity.key, value, now=now):
-                self._publish_tracked(
-                    session,
-                    self.topics.quantity(meter, quantity.key),
-                    _format_value(value),
-                    retain=True,
-                )
+            if should_publish(meter, quantity.key, value, now=now):
+                info = publish(value_topic, _format_value(value), qos=qos, retain=True)
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    in_flight.add(info.mid)
+                    published += 1
+                else:
+                    log.debug("MQTT publish to %s not queued: %s", value_topic,
+                              paho.error_string(info.rc))
+        self._counters["published"] += published
         self._live_meters.add(meter)
+
+    def _quantities(self, snapshot: Snapshot) -> list[tuple[Reading, Quantity, str]]:
+        """``quantities_for(snapshot)`` with each value topic, memoised per meter.
+
+        A meter sends the same readings in every snapshot, and what
+        ``quantities_for`` makes of a reading depends only on its id, unit,
+        whether the value is text, its ``extra``, and the M-Bus device types
+        of the snapshot (values of ``0-n:24.1.0``).  That is the memo's key:
+        when it matches the previous snapshot's, the previous answer holds.
+        """
+        key = tuple(
+            (
+                r.id,
+                r.unit,
+                r.value if _is_device_type(r.id) else isinstance(r.value, str),
+                r.extra,
+            )
+            for r in snapshot.readings
+        )
+        memo = self._quantity_memo.get(snapshot.meter)
+        if memo is None or memo[0] != key:
+            meter = snapshot.meter
+            plan = [
+                (q, self.topics.quantity(meter, q.key)) for _r, q in quantities_for(snapshot)
+            ]
+            memo = (key, plan)
+            self._quantity_memo[meter] = memo
+        return [(r, q, t) for r, (q, t) in zip(snapshot.readings, memo[1], strict=True)]
 
     def _update_device(self, session: _Session, meter: str, info: DeviceInfo) -> None:
         """Remember the meter's device block; re-publish its configs when it changed."""
@@ -886,6 +1023,7 @@ class MqttAdapter:
             await self._flush_acks_quietly()
 
     async def _goodbye(self, session: _Session) -> None:
+        session.wants_pubacks = True
         mid = self._publish(session, self.topics.status, OFFLINE, retain=True, qos=1)
         if mid is not None:
             session.other_mids.add(mid)
@@ -914,9 +1052,12 @@ class MqttAdapter:
 class _LoopDriver:
     """Drives one paho client from the asyncio loop's selector (no network thread)."""
 
-    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, client: paho.Client, loop: asyncio.AbstractEventLoop, *, misc_interval_s: float = 1.0
+    ) -> None:
         self._client = client
         self._loop = loop
+        self._misc_interval_s = misc_interval_s
         self._thread_id = threading.get_ident()
         self._sock: Any = None
         self._misc: asyncio.Task[None] | None = None
@@ -981,7 +1122,7 @@ class _LoopDriver:
 
     async def _misc_loop(self) -> None:
         while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self._misc_interval_s)
 
     def _on_socket_open(self, _c: paho.Client, _u: object, sock: Any) -> None:
         if self._on_loop():
@@ -1028,10 +1169,44 @@ def _snapshot_json(snapshot: Snapshot) -> str:
         return json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False)
 
 
+def _item_json(item: OutboxItem) -> str:
+    """The snapshot's JSON: the outbox's own where it hands it out (the SQLite
+    store's ``StoredItem.payload`` is what ``_snapshot_json`` would write, but
+    for NaN and infinities, which it spells as Python does)."""
+    payload = getattr(item, "payload", None)
+    if isinstance(payload, str) and "NaN" not in payload and "Infinity" not in payload:
+        return payload
+    return _snapshot_json(item.snapshot)
+
+
 def _format_value(value: float | str) -> str:
     if isinstance(value, str):
         return value
+    # What json.dumps writes for these, without its overhead (this runs once
+    # per quantity per snapshot); subclasses (bool) go through json.dumps.
+    t = type(value)
+    if t is float:
+        return float.__repr__(value)
+    if t is int:
+        return int.__repr__(value)
     return json.dumps(value)
+
+
+# The ids gateway.quantities.channel_media reads M-Bus device types from:
+# OBIS 0-n:24.1.0 with any F group, numbers with up to three digits.
+_DEVICE_TYPE = re.compile(r"0{1,3}-\d{1,3}:0?24\.0{0,2}1\.0{1,3}(?:[*.&]\d{1,3})?")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_device_type(reading_id: str) -> bool:
+    """Whether the id is an M-Bus device type object ``0-n:24.1.0`` (see _quantities)."""
+    return _DEVICE_TYPE.fullmatch(reading_id) is not None
+
+
+def _flush(client: paho.Client) -> None:
+    """Write what paho has queued now, instead of at the loop's next turn."""
+    if client.want_write():
+        client.loop_write()
 
 
 def _is_own_config(payload: object, topics: Topics) -> bool:

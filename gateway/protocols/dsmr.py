@@ -60,7 +60,6 @@ from gateway.errors import (
     UnsupportedError,
 )
 from gateway.model import MeterFrame, Reading
-from gateway.protocols import dlms_gcm
 from gateway.protocols._checks import crc16_arc
 from gateway.protocols._events import Discarded, DiscardReason
 from gateway.protocols.obis import normalise_id
@@ -68,6 +67,13 @@ from gateway.protocols.obis import normalise_id
 __all__ = ["DsmrDecoder", "DsmrEvent", "crc16_arc", "encrypt_telegram", "parse_timestamp"]
 
 DsmrEvent = MeterFrame | Discarded
+
+# The general-glo-ciphering tag and system title length, as in dlms_gcm (a
+# test checks that they agree).  dlms_gcm itself, and with it the
+# ``cryptography`` package and the DLMS stack (~10 MB of a gateway's RSS), is
+# imported only where a stream is encrypted: most P1 ports are not.
+_GLO: Final = 0xDB
+_TITLE_LEN: Final = 8
 
 # ----------------------------------------------------------------- timestamps
 _TZ_WINTER: Final = timezone(timedelta(hours=1))
@@ -376,7 +382,7 @@ def _next_start(
     buf: bytearray, start: int, stop: int, horizon: int, settled: bool
 ) -> tuple[int, int]:
     """(first frame start in ``[start, stop)`` or -1, first undecided "/" or -1)."""
-    cut = _find_pair(buf, dlms_gcm.GENERAL_GLO_CIPHERING, dlms_gcm.SYSTEM_TITLE_LEN, start, stop)
+    cut = _find_pair(buf, _GLO, _TITLE_LEN, start, stop)
     slash = buf.find(_SLASH, start, cut if cut >= 0 else stop)
     while slash >= 0:
         header = _header_end(buf, slash, horizon, settled)
@@ -406,13 +412,13 @@ class DsmrDecoder:
             LocalProtocolError: a key that is not 16 bytes, or ``max_frame`` < 256.
         """
         if key is not None:
+            from gateway.protocols import dlms_gcm
+
             dlms_gcm.check_key(key, "key")
-        if auth_key is None:
-            auth_key = dlms_gcm.SMARTY_AUTH_KEY
         if max_frame < 2 * _HEADER_MAX:
             raise LocalProtocolError(f"max_frame must be at least {2 * _HEADER_MAX}")
         self._key = bytes(key) if key is not None else None
-        self._auth_key = bytes(auth_key)
+        self._auth_key = bytes(auth_key) if auth_key is not None else None  # None: Smarty's
         self._max_frame = max_frame
         self._buf = bytearray()
         self._base = 0  # stream offset of self._buf[0]
@@ -466,7 +472,7 @@ class DsmrDecoder:
             first = buf[pos]
             if first == 0x2F:  # "/"
                 nxt = self._plain(events, pos, final)
-            elif first == dlms_gcm.GENERAL_GLO_CIPHERING:
+            elif first == _GLO:
                 nxt = self._ciphered(events, pos, final)
             else:
                 nxt = self._skip(events, pos, final)
@@ -486,7 +492,7 @@ class DsmrDecoder:
         end = buf.find(b"/", pos + 1)
         if end < 0:
             end = n
-        cipher = buf.find(dlms_gcm.GENERAL_GLO_CIPHERING, pos + 1, end)
+        cipher = buf.find(_GLO, pos + 1, end)
         if 0 <= cipher:
             end = cipher
         self._junk(events, pos, end)
@@ -616,8 +622,10 @@ class DsmrDecoder:
         n = len(buf)
         if n - pos < 2:
             return self._skip(events, pos, final) if final else -1
-        if buf[pos + 1] != dlms_gcm.SYSTEM_TITLE_LEN:
+        if buf[pos + 1] != _TITLE_LEN:
             return self._skip(events, pos, final)
+        from gateway.protocols import dlms_gcm
+
         offset = self._base + pos
         try:
             total = dlms_gcm.frame_length(buf, pos)
@@ -659,6 +667,8 @@ class DsmrDecoder:
 
         if self._key is None:
             return refuse("encrypted frame but no key configured", "no_key")
+        from gateway.protocols import dlms_gcm
+
         try:
             glo = dlms_gcm.parse_frame(frame)
         except DecryptionError as exc:
@@ -668,7 +678,8 @@ class DsmrDecoder:
                 f"frame counter {glo.frame_counter} not above {self._last_counter}", "replay"
             )
         try:
-            plaintext = dlms_gcm.decrypt(glo, key=self._key, auth_key=self._auth_key)
+            auth_key = self._auth_key if self._auth_key is not None else dlms_gcm.SMARTY_AUTH_KEY
+            plaintext = dlms_gcm.decrypt(glo, key=self._key, auth_key=auth_key)
         except DecryptionError as exc:
             return refuse(str(exc), exc.reason)
         except UnsupportedError as exc:
@@ -789,20 +800,24 @@ def encrypt_telegram(
     plaintext: bytes,
     *,
     key: bytes,
-    auth_key: bytes = dlms_gcm.SMARTY_AUTH_KEY,
+    auth_key: bytes | None = None,
     system_title: bytes,
     frame_counter: int,
 ) -> bytes:
     """Wrap a P1 telegram in a general-glo-ciphering frame as a Smarty meter sends it.
 
+    ``auth_key`` defaults to the Luxembourg authentication key.
+
     Raises:
         LocalProtocolError: bad key, system title or frame counter (see
             :func:`gateway.protocols.dlms_gcm.encrypt`).
     """
+    from gateway.protocols import dlms_gcm
+
     return dlms_gcm.encrypt(
         plaintext,
         key=key,
-        auth_key=auth_key,
+        auth_key=auth_key if auth_key is not None else dlms_gcm.SMARTY_AUTH_KEY,
         system_title=system_title,
         frame_counter=frame_counter,
     )
