@@ -1,8 +1,8 @@
 """``python -m benchmarks [--quick] [--only NAME ...] [--json PATH]``
 
-Without ``--only``: the four scenarios of the performance issue (decode,
-latency, throughput, resources).  Any other module here with a
-``run(quick=False)`` (the per-protocol codec benchmarks) runs with ``--only``.
+Without ``--only``: every scenario — the four of the backbone (decode, latency,
+throughput, resources) and every other module here with a ``run(quick=False)``
+(M-Bus, SML, DLMS codecs against their baselines, the rule engine).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     load: dict[str, list[float]] = {}
     started = time.monotonic()
-    for name in args.only or SCENARIOS:
+    for name in args.only or [*SCENARIOS, *optional_scenarios()]:
         print(f"running {name} …", file=sys.stderr, flush=True)
         before = os.getloadavg()[0]
         out = scenario(name)(quick=args.quick)
