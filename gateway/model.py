@@ -8,9 +8,10 @@ protocol's own short address where no OBIS code exists (``1.8.0``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from gateway.protocols.obis import ObisCode, normalise_id
 
@@ -25,6 +26,7 @@ __all__ = [
     "PriceSignal",
     "Reading",
     "Snapshot",
+    "make_reading",
     "normalise_id",
 ]
 
@@ -68,6 +70,39 @@ class Reading:
                 (k, v) for k, v in data.items() if k not in ("id", "value", "unit", "timestamp")
             ),
         )
+
+
+def _reading_factory() -> Callable[[str, Value, str | None, datetime | None, tuple[tuple[str, Any], ...]], Reading]:
+    """``make_reading(id, value, unit, timestamp, extra)``: a Reading at about half the cost.
+
+    A frozen dataclass ``__init__`` goes through ``object.__setattr__`` once per
+    field; for the 30-100 readings of a telegram that is a third of a codec's
+    decode time.  Setting the slots through their descriptors is the same thing
+    without the detour.  Done only while ``Reading`` has exactly these fields and
+    no ``__post_init__`` (checked here, next to the class); otherwise the real
+    constructor is used.  The codecs' hot paths use it; everything else should
+    call ``Reading(...)``.
+    """
+    names = tuple(f.name for f in fields(Reading))
+    if names != ("id", "value", "unit", "timestamp", "extra") or hasattr(Reading, "__post_init__"):
+        return lambda rid, value, unit, ts, extra: Reading(id=rid, value=value, unit=unit, timestamp=ts, extra=extra)
+    new = object.__new__
+    set_id, set_value, set_unit, set_timestamp, set_extra = (getattr(Reading, n).__set__ for n in names)
+
+    def make(rid: str, value: Value, unit: str | None, ts: datetime | None,
+             extra: tuple[tuple[str, Any], ...]) -> Reading:
+        reading: Reading = new(Reading)
+        set_id(reading, rid)
+        set_value(reading, value)
+        set_unit(reading, unit)
+        set_timestamp(reading, ts)
+        set_extra(reading, extra)
+        return reading
+
+    return make
+
+
+make_reading: Final = _reading_factory()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

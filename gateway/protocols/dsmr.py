@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Final
@@ -59,7 +58,7 @@ from gateway.errors import (
     LocalProtocolError,
     UnsupportedError,
 )
-from gateway.model import MeterFrame, Reading
+from gateway.model import MeterFrame, Reading, make_reading
 from gateway.protocols._checks import crc16_arc
 from gateway.protocols._events import Discarded, DiscardReason
 from gateway.protocols.obis import normalise_id
@@ -165,37 +164,6 @@ def _hex_text(text: str) -> str | None:
 Value = int | float | str
 
 
-def _reading_maker() -> Callable[[str, Value, str | None], Reading]:
-    """``Reading(id=, value=, unit=)`` at less than half the cost.
-
-    A frozen dataclass ``__init__`` goes through ``object.__setattr__`` once
-    per field; for the ~40 readings of a telegram that is a third of the
-    decode time.  Setting the slots through their descriptors is the same
-    thing without the detour.  Only done while ``Reading`` has exactly the
-    fields and no ``__post_init__`` checked here; otherwise the real
-    constructor is used.
-    """
-    names = tuple(f.name for f in fields(Reading))
-    if names != ("id", "value", "unit", "timestamp", "extra") or hasattr(Reading, "__post_init__"):
-        return lambda rid, value, unit: Reading(id=rid, value=value, unit=unit)
-    new = object.__new__
-    set_id, set_value, set_unit, set_timestamp, set_extra = (
-        getattr(Reading, name).__set__ for name in names
-    )
-
-    def make(rid: str, value: Value, unit: str | None) -> Reading:
-        reading: Reading = new(Reading)
-        set_id(reading, rid)
-        set_value(reading, value)
-        set_unit(reading, unit)
-        set_timestamp(reading, None)
-        set_extra(reading, ())
-        return reading
-
-    return make
-
-
-_new_reading: Final = _reading_maker()
 
 # How the single value of an object is represented, by OBIS groups C.D.
 _NUMBER, _TEXT, _HEX_TEXT, _CLOCK = range(4)
@@ -765,14 +733,14 @@ class DsmrDecoder:
                     number = float(value)
                 else:
                     number = _json_value(value)
-                append(_new_reading(rid, number, unit or None))
+                append(make_reading(rid, number, unit or None, None, ()))
             elif kind == _CLOCK:
                 ts = parse_timestamp(value)
-                append(_new_reading(rid, ts.isoformat() if ts else value, unit or None))
+                append(make_reading(rid, ts.isoformat() if ts else value, unit or None, None, ()))
             elif kind == _HEX_TEXT:
-                append(_new_reading(rid, _hex_text(value) or value, unit or None))
+                append(make_reading(rid, _hex_text(value) or value, unit or None, None, ()))
             else:
-                append(_new_reading(rid, value, unit or None))
+                append(make_reading(rid, value, unit or None, None, ()))
         self._recent = (rows, readings)
         # Frame-level fields by a second, C-speed look at the text rather
         # than a test on every line in the loop above.

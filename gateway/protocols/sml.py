@@ -88,7 +88,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from gateway.errors import ChecksumError, FramingError, LocalProtocolError, UnsupportedError
-from gateway.model import MeterFrame, Reading
+from gateway.model import MeterFrame, Reading, make_reading
 from gateway.protocols._events import Discarded, DiscardReason
 from gateway.protocols.obis import ObisCode
 
@@ -1546,43 +1546,6 @@ def _start_prefix(buf: bytearray, pos: int) -> int:
 _Extra: TypeAlias = tuple[tuple[str, Any], ...]
 
 
-def _reading_maker() -> Callable[[str, Any, str | None, datetime | None, _Extra], Reading]:
-    """``Reading(...)`` at a fraction of the cost (see dsmr._reading_maker).
-
-    A frozen dataclass ``__init__`` goes through ``object.__setattr__`` once
-    per field; setting the slots through their descriptors is the same thing
-    without the detour.  Only done while ``Reading`` has exactly these fields
-    and no ``__post_init__``; otherwise the real constructor is used.
-    """
-    names = tuple(f.name for f in fields(Reading))
-    if names != ("id", "value", "unit", "timestamp", "extra") or hasattr(Reading, "__post_init__"):
-        return lambda rid, value, unit, ts, extra: Reading(
-            id=rid, value=value, unit=unit, timestamp=ts, extra=extra
-        )
-    new = object.__new__
-    set_id, set_value, set_unit, set_timestamp, set_extra = (
-        getattr(Reading, name).__set__ for name in names
-    )
-
-    def make(
-        rid: str,
-        value: Any,
-        unit: str | None,
-        ts: datetime | None,
-        extra: _Extra,
-    ) -> Reading:
-        reading: Reading = new(Reading)
-        set_id(reading, rid)
-        set_value(reading, value)
-        set_unit(reading, unit)
-        set_timestamp(reading, ts)
-        set_extra(reading, extra)
-        return reading
-
-    return make
-
-
-_new_reading: Final = _reading_maker()
 _UNIT_OR_NONE: Final[Mapping[int | None, str]] = {k: v for k, v in DLMS_UNITS.items()}
 _ID_CACHE: dict[bytes, str] = {}
 
@@ -1670,7 +1633,7 @@ def _entry_reading(e: ListEntry) -> Reading:
     ts = None if val_time is None or val_time.kind == "sec_index" else val_time.as_datetime()
     status = e.status
     rid = _ID_CACHE.get(e.obj_name) or _reading_id(e.obj_name)
-    return _new_reading(
+    return make_reading(
         rid,
         _json_value(e.value, e.scaler),
         _UNIT_OR_NONE.get(e.unit),  # no unit code: None
@@ -1684,17 +1647,17 @@ def _tree_readings(tree: ProcParTree, out: list[Reading]) -> None:
     if tree.value_tag == 2 and isinstance(value, PeriodEntry):
         unit = DLMS_UNITS.get(value.unit) if value.unit is not None else None
         out.append(
-            _new_reading(
+            make_reading(
                 _reading_id(value.obj_name), _json_value(value.value, value.scaler), unit, None, ()
             )
         )
     elif tree.value_tag == 4 and isinstance(value, SmlTime):
         when = value.as_datetime()
         text: int | str = value.value if when is None else when.isoformat()
-        out.append(_new_reading(_reading_id(tree.parameter_name), text, None, None, ()))
+        out.append(make_reading(_reading_id(tree.parameter_name), text, None, None, ()))
     elif tree.value_tag == 1 and not isinstance(value, (SmlTime, PeriodEntry)):
         out.append(
-            _new_reading(_reading_id(tree.parameter_name), _json_value(value, None), None, None, ())
+            make_reading(_reading_id(tree.parameter_name), _json_value(value, None), None, None, ())
         )
     for child in tree.children or ():
         _tree_readings(child, out)
@@ -1735,7 +1698,7 @@ class _ReadingCache:
                     and last.status is e.status
                     and last.val_time is e.val_time
                 ):
-                    reading = _new_reading(
+                    reading = make_reading(
                         reading.id,
                         _json_value(e.value, e.scaler),
                         reading.unit,

@@ -40,7 +40,7 @@ from functools import lru_cache
 from typing import Final
 
 from gateway.errors import FramingError
-from gateway.model import Reading, Value
+from gateway.model import Reading, make_reading
 from gateway.protocols.dlms import axdr
 from gateway.protocols.dlms.apdu import CaptureObjectDefinition, DataNotification
 from gateway.protocols.dlms.axdr import CosemDateTime, Data, DataType, DataValue
@@ -376,35 +376,6 @@ def _su_of(scaler: int, unit: int) -> ScalerUnit:
     return ScalerUnit(scaler=scaler, unit=unit)
 
 
-def _reading_maker() -> Callable[[str, Value, str | None], Reading]:
-    """``Reading(id=, value=, unit=)`` at less than half the cost (see dsmr.py).
-
-    A frozen dataclass ``__init__`` goes through ``object.__setattr__`` once per
-    field; for the readings of a push that is most of the mapping time.  Setting the
-    slots through their descriptors is the same thing without the detour, done only
-    while ``Reading`` has exactly these fields and no ``__post_init__``.
-    """
-    names = tuple(f.name for f in fields(Reading))
-    if names != ("id", "value", "unit", "timestamp", "extra") or hasattr(Reading, "__post_init__"):
-        return lambda rid, value, unit: Reading(id=rid, value=value, unit=unit)
-    new = object.__new__
-    set_id, set_value, set_unit, set_timestamp, set_extra = (
-        getattr(Reading, name).__set__ for name in names
-    )
-
-    def make(rid: str, value: Value, unit: str | None) -> Reading:
-        reading: Reading = new(Reading)
-        set_id(reading, rid)
-        set_value(reading, value)
-        set_unit(reading, unit)
-        set_timestamp(reading, None)
-        set_extra(reading, ())
-        return reading
-
-    return make
-
-
-_new_reading: Final = _reading_maker()
 
 
 def _content_maker() -> Callable[
@@ -454,27 +425,27 @@ def _reading(rid: str, obis: ObisCode | None, kind: DataType, value: DataValue,
                 if rule is not None:
                     number = scale(value, rule[0])
                     unit = rule[1]
-        return _new_reading(rid, number, unit)
+        return make_reading(rid, number, unit, None, ())
     if isinstance(value, bool):
-        return _new_reading(rid, value, None)
+        return make_reading(rid, value, None, None, ())
     if isinstance(value, float):
         if su is not None:
-            return _new_reading(rid, su.apply(value), su.unit_text)
-        return _new_reading(rid, value, None)
+            return make_reading(rid, su.apply(value), su.unit_text, None, ())
+        return make_reading(rid, value, None, None, ())
     if isinstance(value, str):
-        return _new_reading(rid, value, None)
+        return make_reading(rid, value, None, None, ())
     if isinstance(value, bytes):
         if len(value) == 12 and (obis is None or (obis.c, obis.d) == (1, 0)):
             # a date-time sent as an octet string (the clock, or unnamed)
             text = _stamp_info(value, meter_tz)[1]
             if text is not None:
-                return _new_reading(rid, text, None)
-        return _new_reading(rid, _text(value) or value.hex().upper(), None)
+                return make_reading(rid, text, None, None, ())
+        return make_reading(rid, _text(value) or value.hex().upper(), None, None, ())
     if isinstance(value, CosemDateTime):
         text = _iso(value, meter_tz)
-        return _new_reading(rid, text if text is not None else value.encode().hex().upper(), None)
+        return make_reading(rid, text if text is not None else value.encode().hex().upper(), None, None, ())
     if isinstance(value, axdr.BitString):
-        return _new_reading(rid, value.bits, None)
+        return make_reading(rid, value.bits, None, None, ())
     return None  # null data, dont-care, nested structures, dates and times alone
 
 
@@ -572,7 +543,7 @@ def _content(entries: list[Entry], list_id: str | None, stamp: bytes,
         timestamp, stamp_text = _stamp_info(stamp, meter_tz)
         if not has_clock and stamp_text is not None:
             # The notification's own time is the meter clock when it pushed.
-            readings.insert(0, _new_reading("0-0:1.0.0", stamp_text, None))
+            readings.insert(0, make_reading("0-0:1.0.0", stamp_text, None, None, ()))
     return _new_content(tuple(readings), timestamp or clock, meter_id, list_id,
                         meter_id if best == 0 else None)
 

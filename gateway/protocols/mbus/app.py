@@ -33,12 +33,12 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Final, Self
 
 from gateway.errors import FramingError, LocalProtocolError, RemoteProtocolError, UnsupportedError
-from gateway.model import Reading
+from gateway.model import Reading, make_reading
 from gateway.protocols.mbus import tables
 from gateway.protocols.mbus.tables import VifInfo
 
@@ -848,7 +848,7 @@ def readings(
     seen: dict[str, int] = {}
     seen_get = seen.get
     plans_get = _PLANS.get
-    make = _new_reading
+    make = make_reading
     for key, data in records:
         plan = plans_get(key) or _plan(key)
         fast, df, mul, div, rid, unit, extra, c = plan
@@ -877,40 +877,10 @@ def readings(
         else:
             seen[rid] = count = count + 1
             rid = f"{rid}_{count}"
-        append(make(rid, value, unit, extra))
+        append(make(rid, value, unit, None, extra))
     return tuple(out)
 
 
-def _reading_maker() -> Callable[[str, Value, str | None, tuple[tuple[str, object], ...]], Reading]:
-    """``Reading(id=, value=, unit=, extra=)`` at about half the cost (as in the DSMR codec).
-
-    A frozen dataclass ``__init__`` goes through ``object.__setattr__`` once per field,
-    which is a third of the decode time of a typical RSP_UD.  Setting the slots through
-    their descriptors is the same thing without the detour.  Only done while
-    ``Reading`` has exactly these fields and no ``__post_init__``; otherwise the real
-    constructor is used.
-    """
-    names = tuple(f.name for f in fields(Reading))
-    if names != ("id", "value", "unit", "timestamp", "extra") or hasattr(Reading, "__post_init__"):
-        return lambda rid, value, unit, extra: Reading(id=rid, value=value, unit=unit, extra=extra)
-    new = object.__new__
-    set_id, set_value, set_unit, set_timestamp, set_extra = (
-        getattr(Reading, name).__set__ for name in names
-    )
-
-    def make(rid: str, value: Value, unit: str | None, extra: tuple[tuple[str, object], ...]) -> Reading:
-        reading: Reading = new(Reading)
-        set_id(reading, rid)
-        set_value(reading, value)
-        set_unit(reading, unit)
-        set_timestamp(reading, None)
-        set_extra(reading, extra)
-        return reading
-
-    return make
-
-
-_new_reading: Final = _reading_maker()
 
 
 # The coding's fields the hot loop needs, unpacked in one go (attribute access on a
