@@ -81,7 +81,6 @@ holds the two to each other).
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
@@ -89,6 +88,7 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from gateway.errors import ChecksumError, FramingError, LocalProtocolError, UnsupportedError
 from gateway.model import MeterFrame, Reading, make_reading
+from gateway.protocols._checks import crc16_kermit, crc16_x25
 from gateway.protocols._events import Discarded, DiscardReason
 from gateway.protocols.obis import ObisCode
 
@@ -201,27 +201,6 @@ DLMS_UNITS: Final[Mapping[int, str]] = {
 
 # ----------------------------------------------------------------------- CRC
 CrcVariant = Literal["x25", "kermit"]
-_REVERSED_BITS: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-
-
-def _reflected_ccitt(data: bytes | bytearray, init: int) -> int:
-    # CRC-16/X-25 and /KERMIT are the reflected CCITT CRC (poly 0x1021 fed
-    # LSB first).  binascii.crc_hqx computes the unreflected one in C: fed
-    # bit-reversed bytes, its bit-reversed result is the reflected CRC, about
-    # fifty times faster than a table loop in Python.  (Both inits used here,
-    # 0xFFFF and 0, are their own bit reversal.)
-    crc = binascii.crc_hqx(data.translate(_REVERSED_BITS), init)
-    return (_REVERSED_BITS[crc & 0xFF] << 8) | _REVERSED_BITS[crc >> 8]
-
-
-def crc16_x25(data: bytes | bytearray) -> int:
-    """CRC-16/X-25 (init 0xFFFF, reflected, final XOR 0xFFFF): the SML CRC."""
-    return _reflected_ccitt(data, 0xFFFF) ^ 0xFFFF
-
-
-def crc16_kermit(data: bytes | bytearray) -> int:
-    """CRC-16/KERMIT (init 0, reflected, no final XOR): Holley DTZ541 on RS-485."""
-    return _reflected_ccitt(data, 0)
 
 
 # --------------------------------------------------------------------- values

@@ -31,7 +31,6 @@ framing details beyond the octet layout.
 
 from __future__ import annotations
 
-import binascii
 import enum
 from dataclasses import dataclass
 from typing import Final, Literal, Self
@@ -44,6 +43,7 @@ from gateway.errors import (
     RemoteProtocolError,
     UnsupportedError,
 )
+from gateway.protocols._checks import crc16_x25
 from gateway.protocols._events import Discarded, DiscardReason
 
 __all__ = [
@@ -73,22 +73,7 @@ LLC_COMMAND: Final = b"\xe6\xe6\x00"  # client -> server (8.3.2)
 LLC_RESPONSE: Final = b"\xe6\xe7\x00"  # server -> client, pushes
 MAX_FRAME_LENGTH: Final = 0x7FF  # 11-bit frame length field
 
-# ------------------------------------------------------------------- CRC
-# CRC-16/X.25 (poly 0x1021 reflected, init 0xFFFF, xorout 0xFFFF, check 0x906E).  No
-# stdlib routine computes it, and a byte-table loop costs ~25 µs for a 250-octet
-# frame.  binascii.crc_hqx computes the unreflected CRC-16 with the same polynomial;
-# a reflected CRC is the unreflected one over bit-reversed octets, bit-reversed, so
-# two C-speed passes (translate, crc_hqx) and a 16-bit reversal give X.25 in ~1 µs.
-_REVERSED_BITS: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-
-
-def _reverse16(x: int) -> int:
-    return (_REVERSED_BITS[x & 0xFF] << 8) | _REVERSED_BITS[x >> 8]
-
-
-def crc16_x25(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/X.25 (HDLC FCS) of ``data``; sent low octet first."""
-    return _reverse16(binascii.crc_hqx(bytes(data).translate(_REVERSED_BITS), 0xFFFF)) ^ 0xFFFF
+# The HCS/FCS is CRC-16/X.25, sent low octet first (gateway.protocols._checks).
 
 
 # --------------------------------------------------------------- addresses
