@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gateway.model import Snapshot
+from datetime import datetime
+
+from gateway.model import DemandResponseEvent, LoadState, PriceSignal, Snapshot
 
 T = TypeVar("T")
 
@@ -34,6 +36,66 @@ class OutboxChanged:
     """The store appended rows to the outbox (adapters wake up and drain)."""
 
     last_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalInput:
+    """A price or DR message as received by an input (MQTT topic, KNX/BACnet write, ...).
+
+    Inputs do not parse or trust it: ``gateway.signals`` checks the JSON
+    schema and, where configured, the Ed25519 signature, then publishes a
+    ``PriceSignal`` / ``DemandResponseEvent`` or a ``SignalRejected``.
+    """
+
+    kind: str  # "price" | "dr"
+    payload: bytes
+    source: str  # "mqtt", "web", "knx", ... (for logs and the audit trail)
+    received: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalRejected:
+    """A signal input that was refused, with the reason (published on MQTT's error topic)."""
+
+    kind: str
+    source: str
+    reason: str
+    received: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideRequest:
+    """A person asks for a load to be on, off, limited or back under the rules ("auto").
+
+    Every path (MQTT ``load/<name>/set``, the web page, a BACnet override
+    object) publishes this; the rule runner answers with an ``OverrideResult``
+    and, when accepted, a new ``LoadState``.
+    """
+
+    request_id: str
+    load: str
+    mode: str  # "on" | "off" | "limit" | "auto"
+    source: str
+    limit_w: float | None = None
+    duration_s: float | None = None  # None: the load's configured default expiry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideResult:
+    request_id: str
+    load: str
+    ok: bool
+    reason: str = ""  # why it was refused (unknown load, bad mode, ...)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadFeedback:
+    """What an actuator reports on its own (status address, attribute report)."""
+
+    actuator: str  # the full address, e.g. "knx:1/2/3"
+    on: bool
+    at: datetime
+    power_w: float | None = None
 
 
 class Subscription(Generic[T]):
@@ -77,6 +139,10 @@ class Bus:
         self._subs: set[Subscription[Any]] = set()
         self.last_snapshot: dict[str, Snapshot] = {}
         self.last_status: dict[str, MeterStatus] = {}
+        # the current signals and load states, for late subscribers (web page, adapters)
+        self.last_price: PriceSignal | None = None
+        self.dr_events: dict[str, DemandResponseEvent] = {}  # known, not cancelled
+        self.load_states: dict[str, LoadState] = {}
 
     def subscribe(self, *kinds: type[T], maxsize: int = 1000) -> Subscription[T]:
         sub: Subscription[T] = Subscription(self, kinds, maxsize)
@@ -88,6 +154,17 @@ class Bus:
             self.last_snapshot[item.meter] = item
         elif isinstance(item, MeterStatus):
             self.last_status[item.meter] = item
+        elif isinstance(item, LoadState):
+            self.load_states[item.load] = item
+        elif isinstance(item, PriceSignal):
+            self.last_price = item
+        elif isinstance(item, DemandResponseEvent):
+            if item.cancelled:
+                self.dr_events.pop(item.event_id, None)
+            else:
+                for old in item.supersedes:
+                    self.dr_events.pop(old, None)
+                self.dr_events[item.event_id] = item
         for sub in tuple(self._subs):
             if isinstance(item, sub.kinds):
                 sub._offer(item)
