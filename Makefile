@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+NODE   := tests/node/node_modules/.installed
 
 .PHONY: demo test bench lint install clean
 
@@ -14,11 +15,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Independent test peers from npm (a BACnet client, a ZCL codec); tests skip them when npm is absent.
+$(NODE): tests/node/package.json
+	cd tests/node && npm install --no-audit --no-fund --loglevel=error
+	touch $(NODE)
+
 demo: $(STAMP)
 	$(VENV)/bin/han-gateway demo $(ARGS)
 
 # Static checks first, so that pytest's summary is the run's closing line.
-test: $(STAMP)
+test: $(STAMP) $(NODE)
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -31,4 +37,4 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache tests/node/node_modules
