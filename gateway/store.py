@@ -77,6 +77,7 @@ __all__ = [
     "BUCKET_S",
     "LATEST_SCHEMA",
     "Aggregate",
+    "AuditEntry",
     "OutboxItem",
     "Store",
     "StoreOutbox",
@@ -90,7 +91,7 @@ T = TypeVar("T")
 
 #: Schema version this code writes; a test guards that it equals the newest
 #: ``gateway/schema/vN.sql``.
-LATEST_SCHEMA = 1
+LATEST_SCHEMA = 2
 
 #: Aggregate bucket length: a UTC quarter hour.
 BUCKET_S = 900
@@ -123,6 +124,20 @@ _WAL_SIZE_LIMIT = 1 << 20
 #: Outbox rows per destination kept in memory (see the module docstring).  A
 #: DSMR 5 snapshot is a few kB, so this bounds the tail to a few MB.
 TAIL_ROWS = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One decision in the audit trail (see gateway/schema/v2.sql)."""
+
+    ts: datetime
+    kind: str  # command | override | signal | reload | failsafe
+    load: str = ""
+    action: str = ""
+    rule: str = ""
+    reason: str = ""
+    source: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -870,6 +885,43 @@ class _Db:
     def readings(self, meter: str) -> list[tuple[str, str | None]]:
         return sorted((r, unit) for (m, r), (_sid, unit) in self.series.items() if m == meter)
 
+    # ------------------------------------------------------ state and audit
+    def get_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", ("state:" + key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("state:" + key, value),
+            )
+
+    def append_audit(self, rows: Sequence[AuditEntry]) -> None:
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO audit (ts, kind, load, action, rule, reason, source, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(_epoch(r.ts), r.kind, r.load, r.action, r.rule, r.reason, r.source,
+                  json.dumps(r.detail, separators=(",", ":"), default=str)) for r in rows],
+            )
+
+    def audit(self, start: float, end: float, load: str | None, limit: int) -> list[tuple[Any, ...]]:
+        sql = ("SELECT ts, kind, load, action, rule, reason, source, detail FROM audit"
+               " WHERE ts >= ? AND ts < ?")
+        args: list[Any] = [start, end]
+        if load is not None:
+            sql += " AND load = ?"
+            args.append(load)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return self.conn.execute(sql, args).fetchall()[::-1]
+
+    def prune_audit(self, cutoff: float) -> int:
+        with self.conn:
+            return self.conn.execute("DELETE FROM audit WHERE ts < ?", (cutoff,)).rowcount
+
 
 def _guard(op: str, write: bool, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` on the store thread, mapping sqlite3 errors to StoreError."""
@@ -1247,3 +1299,52 @@ class Store:
             StoreError: the store is closed.
         """
         return await self._run("readings", False, lambda db: db.readings(meter))
+
+    # ------------------------------------------------------ state and audit
+    async def get_state(self, key: str) -> str | None:
+        """Return a small persistent value (counters, sequence numbers) or None.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        return await self._run("get_state", False, lambda db: db.get_state(key))
+
+    async def set_state(self, key: str, value: str) -> None:
+        """Store a small persistent value; committed (fsynced) before returning.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        await self._run("set_state", True, lambda db: db.set_state(key, value))
+
+    async def append_audit(self, rows: Sequence[AuditEntry]) -> None:
+        """Append decisions to the audit trail in one transaction.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        if rows:
+            await self._run("append_audit", True, lambda db: db.append_audit(rows))
+
+    async def audit(
+        self, start: datetime, end: datetime, *, load: str | None = None, limit: int = 1000
+    ) -> list[AuditEntry]:
+        """Return the newest ``limit`` audit rows with ``start <= ts < end``, oldest first.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        s, e = _epoch(start), _epoch(end)
+        rows = await self._run("audit", False, lambda db: db.audit(s, e, load, limit))
+        return [AuditEntry(ts=_aware(ts), kind=kind, load=ld, action=action, rule=rule,
+                           reason=reason, source=source, detail=json.loads(detail))
+                for ts, kind, ld, action, rule, reason, source, detail in rows]
+
+    async def prune_audit(self, before: datetime) -> int:
+        """Delete audit rows older than ``before``; returns how many.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        cutoff = _epoch(before)
+        return await self._run("prune_audit", True, lambda db: db.prune_audit(cutoff))
