@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.bus import Bus
@@ -49,6 +50,7 @@ class AdapterContext:
     meters: tuple[str, ...]  # configured meter ids
     secrets: Mapping[str, str] = field(default_factory=dict)
     started: datetime | None = None
+    data_dir: Path | None = None  # the gateway's data folder (e.g. a ZigBee network database)
 
 
 @runtime_checkable

@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--timeout-margin", type=float, default=0.1, help="seconds added to each reply window")
     sc.add_argument("--retries", type=int, default=0, help="repeats of an unanswered probe")
 
+    sg = sub.add_parser("signals", help="Ed25519 keys and signatures for price / DR messages")
+    sgsub = sg.add_subparsers(dest="signals_command", required=True)
+    kg = sgsub.add_parser("keygen", help="write a new private key (PEM) and print the public key "
+                                         "for [signals] trusted_keys")
+    kg.add_argument("--out", type=Path, required=True, help="private key file to create (mode 600)")
+    sn = sgsub.add_parser("sign", help="sign a JSON message (file or -) and print it")
+    sn.add_argument("--key", type=Path, required=True, help="private key (PEM) from keygen")
+    sn.add_argument("--key-id", required=True, help="the name the gateway knows the key by")
+    sn.add_argument("--seq", type=int, required=True, help="sequence number, increasing per key")
+    sn.add_argument("--valid", type=float, default=3600.0, help="seconds until it expires")
+    sn.add_argument("file", help="JSON message, or - for standard input")
+
     dm = sub.add_parser("demo", help="virtual meter + embedded broker + gateway, no hardware needed")
     dm.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
     dm.add_argument("--data-dir", type=Path, default=Path("demo-data"))
@@ -129,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_read(args.config, args.meter, args.timeout))
         if args.command == "rules":
             return asyncio.run(cmd_rules_simulate(args))
+        if args.command == "signals":
+            return cmd_signals(args)
         if args.command == "mbus":
             return asyncio.run(cmd_mbus_scan(args))
         if args.command == "demo":
@@ -147,16 +161,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def cmd_check(path: Path) -> int:
+def check_config(path: Path) -> tuple[Any, Any, list[str]]:
+    """Validate the config and its rule files together, as ``check`` and ``run`` do.
+
+    Returns ``(config, rule set or None, warnings)``.
+
+    Raises:
+        ConfigError: every problem found (rule syntax errors as RuleSyntaxError).
+    """
+    from gateway.config import adapter_plugins
+
     cfg = load_config(path)
-    rules = ""
+    warnings: list[str] = []
+    plugins = {name: ep.load() for name, ep in adapter_plugins().items()
+               if name in cfg.adapter_configs()}
+    for name, model in cfg.adapter_configs().items():
+        warn = getattr(plugins[name], "warnings", None)
+        if warn is not None:
+            warnings.extend(f"adapter.{name}: {w}" for w in warn(model))
+    ruleset = None
     if cfg.rules.dir is not None:
         from gateway.rules import load_rule_dir
 
         rules_dir = cfg.rules.dir if cfg.rules.dir.is_absolute() or cfg.base_dir is None else cfg.base_dir / cfg.rules.dir
         ruleset = load_rule_dir(rules_dir)
-        rules = f", {len(ruleset.rules)} rule(s) for {len(ruleset.loads)} load(s)"
+        problems: list[tuple[str, str, str]] = []
+        for ld in ruleset.loads:
+            scheme, _, address = ld.actuator.partition(":")
+            plugin = plugins.get(scheme)
+            if plugin is None:
+                warnings.append(f"{ld.file or rules_dir}: load {ld.name}: actuator {ld.actuator} "
+                                f"needs [adapter.{scheme}], which is not configured: the load "
+                                "cannot be switched")
+                continue
+            check_address = getattr(plugin, "actuator_problem", None)
+            why = check_address(address) if check_address is not None else None
+            if why:
+                problems.append((ld.file or str(rules_dir), f"load.{ld.name}.actuator", why))
+        if problems:
+            raise ConfigError(problems)
+    return cfg, ruleset, warnings
+
+
+def cmd_check(path: Path) -> int:
+    cfg, ruleset, warnings = check_config(path)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    rules = "" if ruleset is None else f", {len(ruleset.rules)} rule(s) for {len(ruleset.loads)} load(s)"
     print(f"{path}: ok ({len(cfg.meter)} meter(s), adapters: {', '.join(cfg.adapter_configs()) or 'none'}{rules})")
+    return 0
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.signals.signing import load_private_key, public_key_text, sign
+
+    if args.signals_command == "keygen":
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        print(public_key_text(key.public_key()))
+        return 0
+    try:
+        priv = load_private_key(args.key)
+    except ValueError as exc:
+        print(f"han-gateway: {exc}", file=sys.stderr)
+        return 2
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        print(f"han-gateway: not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(obj, dict):
+        print("han-gateway: expected a JSON object", file=sys.stderr)
+        return 2
+    expires = datetime.now(UTC) + timedelta(seconds=args.valid)
+    print(json.dumps(sign(obj, priv, key_id=args.key_id, seq=args.seq, expires=expires),
+                     ensure_ascii=False))
     return 0
 
 
@@ -193,7 +284,9 @@ async def cmd_rules_simulate(args: argparse.Namespace) -> int:
 def cmd_run(path: Path, level: str | None) -> int:
     from gateway.supervisor import Gateway, run_until_signalled
 
-    cfg = load_config(path)
+    cfg, _rules, warnings = check_config(path)  # a bad rule file stops the start, like a bad config
+    for w in warnings:
+        logging.getLogger("gateway").warning("%s", w)
     if level is None:
         logging.getLogger().setLevel(cfg.gateway.log_level.upper())
     for model in cfg.adapter_configs().values():

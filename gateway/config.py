@@ -122,6 +122,29 @@ class MeterConfig(_Frozen):
 
 class RulesSection(_Frozen):
     dir: Path | None = None
+    tick_s: float = Field(default=5.0, gt=0, le=60, description="evaluate at least this often")
+    override_default_s: float = Field(default=3600.0, gt=0, le=7 * 86400,
+                                      description="expiry of an override that names none")
+    audit_retention_days: float = Field(default=365.0, gt=0)
+    seed: int | None = Field(default=None, description="restore randomisation seed; "
+                                                       "default: a new one every start")
+
+
+class SignalsSection(_Frozen):
+    """``[signals]``: who may send price and DR messages (see gateway/signals/signing.py)."""
+
+    require_signature: bool = False
+    # key id -> base64 of a raw Ed25519 public key, or the path of a PEM file
+    trusted_keys: dict[str, str] = Field(default_factory=dict)
+    max_validity_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _key_ids(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.match(_ID, k)]
+        if bad:
+            raise ValueError(f"key ids must be 1-32 letters, digits, _ or -: {bad[0]!r}")
+        return v
 
 
 class Config(_Frozen):
@@ -130,10 +153,17 @@ class Config(_Frozen):
     meter: tuple[MeterConfig, ...] = ()
     adapter: dict[str, dict[str, Any]] = Field(default_factory=dict)
     rules: RulesSection = RulesSection()
+    signals: SignalsSection = SignalsSection()
 
     # validated adapter sections, filled by parse_config (name -> plugin config model)
     _adapter_models: dict[str, Any] = PrivateAttr(default_factory=dict)
     _base_dir: Path | None = PrivateAttr(default=None)
+    _trusted_keys: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def trusted_keys(self) -> dict[str, Any]:
+        """``[signals] trusted_keys`` loaded as Ed25519 public keys."""
+        return dict(self._trusted_keys)
 
     def adapter_configs(self) -> dict[str, Any]:
         return dict(self._adapter_models)
@@ -251,8 +281,21 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
                 read_key_file(full)
             except ConfigError as exc:
                 problems.append((file, f"meter[{i}].{attr}", exc.problems[0][2]))
+    trusted: dict[str, Any] = {}
+    if cfg is not None:
+        from gateway.signals.signing import load_public_key
+
+        for key_id, text in cfg.signals.trusted_keys.items():
+            try:
+                trusted[key_id] = load_public_key(text, base_dir=base_dir)
+            except ValueError as exc:
+                problems.append((file, f"signals.trusted_keys.{key_id}", str(exc)))
+        if cfg.signals.require_signature and not cfg.signals.trusted_keys:
+            problems.append((file, "signals.require_signature",
+                             "signatures are required but no trusted_keys are configured"))
     if problems or cfg is None:
         raise ConfigError(problems)
+    cfg._trusted_keys = trusted
     cfg._adapter_models = models
     cfg._base_dir = base_dir
     return cfg

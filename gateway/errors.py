@@ -132,6 +132,20 @@ class AuthError(AdapterError):
         super().__init__(message, adapter=adapter, retryable=False)
 
 
+# -------------------------------------------------------------------- signals
+class SignalError(GatewayError):
+    """A price or DR message was refused; ``reason`` says why in one line (no secrets).
+
+    ``code`` is one of: malformed, schema, unsigned, unknown_key, bad_signature,
+    replayed, expired.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 # ---------------------------------------------------------------------- store
 class StoreError(GatewayError):
     """The SQLite store failed."""

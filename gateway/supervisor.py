@@ -13,20 +13,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.bus import Bus, OutboxChanged
 from gateway.clock import Clock, RealClock
 from gateway.config import Config, adapter_plugins
-from gateway.errors import GatewayError, StoreError
 from gateway.meters.base import MeterReader
-from gateway.model import Snapshot
+from gateway.errors import AdapterError, ConfigError, GatewayError, StoreError
+from gateway.model import LoadCommand, LoadState, Snapshot
 from gateway.sdnotify import Notifier
-from gateway.store import Store
+from gateway.store import AuditEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,12 @@ class Gateway:
         self.components: dict[str, Component] = {}
         self.ready = asyncio.Event()
         self._writer_busy = False
+        self.rules: Any = None  # gateway.rules.runner.RuleRunner when [rules] dir is set
+        self.signals: Any = None  # gateway.signals.gate.SignalGate
+        self.openadr: Any = None  # gateway.signals.openadr.OpenAdrVen
+        self.web: Any = None  # gateway.web.WebServer when [web] is set
+        self.started = self.clock.now()
+        self._reloading: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -80,6 +89,8 @@ class Gateway:
         try:
             await self._start_adapters()
             snaps = self.bus.subscribe(Snapshot, maxsize=10000)
+            self._build_signals()
+            self._build_rules()
             async with asyncio.TaskGroup() as tg:
                 sources: list[asyncio.Task[None]] = []
                 for m in self.cfg.meter:
@@ -92,6 +103,10 @@ class Gateway:
                 writer = tg.create_task(self._supervise("store-writer", lambda: self._store_writer(snaps)),
                                         name="store-writer")
                 tg.create_task(self._supervise("prune", self._prune_loop), name="prune")
+                gate = self.signals
+                tg.create_task(self._supervise("signals", gate.run), name="signals")
+                if self.rules is not None:
+                    tg.create_task(self._supervise("rules", self.rules.run), name="rules")
                 tg.create_task(self._watchdog(), name="watchdog")
                 self.ready.set()
                 log.info("gateway %s running: %d meter(s), adapters: %s", gw.id, len(self.readers),
@@ -135,10 +150,96 @@ class Gateway:
                 config=model,
                 outbox=self.store.outbox(name),
                 meters=tuple(m.id for m in self.cfg.meter),
+                started=self.started,
+                data_dir=self.cfg.gateway.data_dir,
             )
             adapter = plugin.create(ctx)
             await adapter.start(self.bus)
             self.adapters[name] = adapter
+
+    # ------------------------------------------------- signals, rules, web
+    def _build_signals(self) -> None:
+        from gateway.signals.gate import SignalGate
+        from gateway.signals.signing import Verifier
+
+        sig = self.cfg.signals
+        verifier = Verifier(self.cfg.trusted_keys, require=sig.require_signature,
+                            max_validity=timedelta(seconds=sig.max_validity_s))
+        self.signals = SignalGate(self.bus, verifier, state=self.store, audit=self._audit,
+                                  clock=self.clock)
+
+    def _rule_dir(self) -> Path | None:
+        d = self.cfg.rules.dir
+        if d is None:
+            return None
+        base = self.cfg.base_dir
+        return d if d.is_absolute() or base is None else base / d
+
+    def _build_rules(self) -> None:
+        from gateway.rules import load_rule_dir
+        from gateway.rules.runner import RuleRunner
+
+        directory = self._rule_dir()
+        if directory is None:
+            return
+        rules = load_rule_dir(directory)  # validated by `check` and `run` already; raises if not
+        r = self.cfg.rules
+        seed = r.seed if r.seed is not None else secrets.randbits(32)
+        self.rules = RuleRunner(rules, bus=self.bus, dispatch=self._dispatch, audit=self._audit,
+                                clock=self.clock, seed=seed, tick_s=r.tick_s,
+                                override_default_s=r.override_default_s)
+        log.info("rules from %s: %d load(s), %d rule(s)", directory, len(rules.loads),
+                 len(rules.rules))
+
+    async def _dispatch(self, cmd: LoadCommand) -> LoadState | None:
+        """Route a command to the adapter its actuator names (``mqtt:…`` → ``mqtt``)."""
+        scheme = cmd.actuator.partition(":")[0]
+        adapter = self.adapters.get(scheme)
+        if adapter is None or not hasattr(adapter, "apply"):
+            raise AdapterError(f"load {cmd.load}: no running adapter can switch {scheme}: "
+                               f"actuators (configure [adapter.{scheme}])", adapter=scheme)
+        state: LoadState | None = await adapter.apply(cmd)
+        return state
+
+    async def _audit(self, rows: Any) -> None:
+        assert self.store is not None
+        await self.store.append_audit([AuditEntry(**row) for row in rows])
+
+    async def reload_rules(self) -> str | None:
+        """Validate the rule folder fully, then swap it in; a bad folder keeps the old
+        rules.  Returns None when reloaded, else the problems (also logged)."""
+        from gateway.rules import load_rule_dir
+
+        directory = self._rule_dir()
+        if directory is None or self.rules is None:
+            log.warning("rule reload: no [rules] dir is configured, nothing to reload (the "
+                        "config file is read at start only: restart the service for it)")
+            return "no [rules] dir is configured"
+        try:
+            rules = await asyncio.to_thread(load_rule_dir, directory)
+        except ConfigError as exc:
+            text = str(exc)
+            log.error("rule reload refused, keeping the old rules:\n%s", text)
+            await self._audit([{"ts": self.clock.now(), "kind": "reload", "action": "refused",
+                                "reason": text[:2000], "source": "reload"}])
+            return text
+        self.rules.reload(rules)
+        log.info("rules reloaded from %s: %d load(s), %d rule(s)", directory, len(rules.loads),
+                 len(rules.rules))
+        return None
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the rule files in the background (one reload at a time)."""
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("SIGHUP: a rule reload is already running")
+            return
+        self._reloading = asyncio.create_task(self._reload_quietly(), name="rules:reload")
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload_rules()
+        except GatewayError as exc:
+            log.error("rule reload failed: %s", exc)
 
     # ------------------------------------------------------------ components
     async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
@@ -190,7 +291,9 @@ class Gateway:
     async def _prune_loop(self) -> None:
         assert self.store is not None
         while True:
-            await self.store.prune(self.clock.now())
+            now = self.clock.now()
+            await self.store.prune(now)
+            await self.store.prune_audit(now - timedelta(days=self.cfg.rules.audit_retention_days))
             await self.clock.sleep(PRUNE_INTERVAL_S)
 
     # --------------------------------------------------------------- health
@@ -200,7 +303,12 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         return {
             "ok": self.healthy(),
-            "meters": {k: {"online": r.online, "frames": r.counters.frames, "errors": r.counters.errors}
+            "meters": {k: {"online": r.online, "frames": r.counters.frames, "errors": r.counters.errors,
+                           "checksum_errors": r.counters.checksum_errors,
+                           "decryption_errors": r.counters.decryption_errors,
+                           "detail": r.status_detail,
+                           "last_reading": snap.received.isoformat()
+                           if (snap := self.bus.last_snapshot.get(k)) is not None else None}
                        for k, r in self.readers.items()},
             "adapters": {k: a.health() for k, a in self.adapters.items()},
             "components": {k: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
@@ -229,8 +337,9 @@ async def run_until_signalled(gateway: Gateway) -> None:
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    # SIGHUP's default action would kill the daemon; reloading is not implemented yet.
-    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: restart the service to reload the config")
+    # SIGHUP reloads the rule files (validated first; a bad set keeps the old rules).
+    # The config file itself is read at start only: restart the service for it.
+    loop.add_signal_handler(signal.SIGHUP, gateway.request_reload)
     try:
         await gateway.run()
     except asyncio.CancelledError:

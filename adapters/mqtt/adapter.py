@@ -42,8 +42,16 @@ snapshot, or ``stale_grace_s`` after the first connection, or on
 are cleared with an empty retained payload; configs of configured meters that
 have not reported yet are kept.
 
-Not supported: WebSockets transport, persistent sessions, inbound commands
-(``/set`` topics belong to the actuator adapters).
+Control (``control = true``, see :mod:`adapters.mqtt.control`): price and DR
+messages on ``price/set`` / ``dr/set`` go to the signal gate as
+``SignalInput``; overrides on ``load/<name>/set`` go to the rule runner as
+``OverrideRequest``; the current price, DR events and load states are
+published retained, refusals on ``error``.  As an actuator (``mqtt:<topic>``)
+``apply`` publishes the command at QoS 1 and returns once the broker
+acknowledged it; without a connection it raises ``AdapterError`` and the rule
+runner retries.
+
+Not supported: WebSockets transport, persistent sessions.
 """
 
 from __future__ import annotations
@@ -70,6 +78,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.base import AdapterContext, Health, Outbox
 from adapters.mqtt.config import MqttConfig
+from adapters.mqtt.control import (
+    actuator_payload,
+    dr_json,
+    error_json,
+    load_state_json,
+    parse_override,
+    price_json,
+)
 from adapters.mqtt.discovery import (
     OFFLINE,
     ONLINE,
@@ -81,10 +97,28 @@ from adapters.mqtt.discovery import (
 )
 from adapters.mqtt.throttle import Throttle
 from gateway.backoff import Backoff
-from gateway.bus import Bus, MeterStatus, OutboxChanged, Subscription
+from gateway.bus import (
+    Bus,
+    MeterStatus,
+    OutboxChanged,
+    OverrideRequest,
+    OverrideResult,
+    SignalInput,
+    SignalRejected,
+    Subscription,
+)
 from gateway.clock import Clock, RealClock
-from gateway.errors import StoreError
-from gateway.model import OutboxItem, Reading, Snapshot
+from gateway.errors import AdapterError, StoreError
+from gateway.model import (
+    DemandResponseEvent,
+    LoadAction,
+    LoadCommand,
+    LoadState,
+    OutboxItem,
+    PriceSignal,
+    Reading,
+    Snapshot,
+)
 from gateway.quantities import Quantity, normalised_value, quantities_for
 
 log = logging.getLogger(__name__)
@@ -103,6 +137,7 @@ _ACK_BATCH = 500
 # Bounds paho's memory and keeps far below the 65535 packet ids, which a
 # reused id would confuse.
 _OUTSTANDING_MIN = 1000
+_REQUESTS = itertools.count(1)
 _GRACEFUL_S = 2.0  # bound on the offline PUBACK and the DISCONNECT at stop
 
 
@@ -143,6 +178,7 @@ class _Session:
     sent: set[int] = field(default_factory=set)  # outbox ids published here
     item_mids: dict[int, int] = field(default_factory=dict)  # mid -> outbox id
     other_mids: set[int] = field(default_factory=set)  # other QoS>0 messages in flight
+    cmd_mids: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # actuator commands
     filter_mid: int | None = None  # SUBSCRIBE for the discovery scan
     filter_ready_at: float | None = None  # monotonic time of its SUBACK
     tokens: float = 0.0
@@ -228,7 +264,12 @@ class MqttAdapter:
             "suppressed": 0,
             "refused": 0,
             "stale_cleared": 0,
+            "signals_in": 0,
+            "overrides_in": 0,
+            "commands": 0,
+            "rejected_in": 0,
         }
+        self._dr_published: set[str] = set()
 
     @classmethod
     def from_context(cls, context: AdapterContext, *, clock: Clock | None = None) -> MqttAdapter:
@@ -283,17 +324,24 @@ class MqttAdapter:
         sub: Subscription[OutboxChanged | MeterStatus] = bus.subscribe(
             OutboxChanged, MeterStatus, maxsize=1000
         )
+        control: Subscription[Any] = bus.subscribe(
+            PriceSignal, DemandResponseEvent, LoadState, SignalRejected, OverrideResult,
+            maxsize=1000,
+        )
         for status in bus.last_status.values():
             self._meter_online[status.meter] = status.online
         try:
             async with asyncio.TaskGroup() as tg:
                 events = tg.create_task(self._events(sub), name="adapter:mqtt:events")
+                ctl = tg.create_task(self._control_events(control), name="adapter:mqtt:control")
                 try:
                     await self._connection_loop()
                 finally:
                     events.cancel()
+                    ctl.cancel()
         finally:
             sub.close()
+            control.close()
             self._state = ConnectionState.STOPPED
             self._detail = "stopped"
 
@@ -336,6 +384,79 @@ class MqttAdapter:
                 self._wake.set()
             else:
                 self._on_meter_status(event)
+
+    async def _control_events(self, sub: Subscription[Any]) -> None:
+        async for event in sub:
+            session = self._session
+            if session is None or not session.connected or not self.config.control:
+                continue  # the current price, events and states are sent at (re)connect
+            if isinstance(event, SignalRejected):
+                self._publish(session, self.topics.error,
+                              error_json(event.kind, event.source, event.reason, event.received),
+                              retain=False, qos=0)
+            elif isinstance(event, OverrideResult):
+                if not event.ok:
+                    self._publish(session, self.topics.error,
+                                  error_json("override", "", event.reason, self._clock.now(),
+                                             self.topics.load_state(event.load)),
+                                  retain=False, qos=0)
+            else:
+                self._publish_control_state(session, event)
+
+    def _publish_control_state(
+        self, session: _Session, event: PriceSignal | DemandResponseEvent | LoadState
+    ) -> None:
+        if isinstance(event, PriceSignal):
+            self._publish_tracked(session, self.topics.price, price_json(event), retain=True)
+        elif isinstance(event, DemandResponseEvent):
+            topic = self.topics.dr(event.event_id)
+            if event.cancelled:
+                self._publish_tracked(session, topic, b"", retain=True)
+                self._dr_published.discard(event.event_id)
+            else:
+                for old in event.supersedes:
+                    if old in self._dr_published:
+                        self._publish_tracked(session, self.topics.dr(old), b"", retain=True)
+                        self._dr_published.discard(old)
+                self._publish_tracked(session, topic, dr_json(event), retain=True)
+                self._dr_published.add(event.event_id)
+        else:
+            self._publish_tracked(session, self.topics.load_state(event.load),
+                                  load_state_json(event), retain=True)
+
+    # -------------------------------------------------------------- actuator
+    async def apply(self, cmd: LoadCommand) -> LoadState:
+        """Publish the command to the load's ``mqtt:<topic>``; returns after the PUBACK.
+
+        Raises:
+            AdapterError: not connected, or the broker refused the message.
+        """
+        scheme, _, topic = cmd.actuator.partition(":")
+        if scheme != "mqtt" or not topic:
+            raise AdapterError(f"not an MQTT actuator: {cmd.actuator!r}", adapter="mqtt",
+                               retryable=False)
+        session = self._session
+        if session is None or not session.connected:
+            raise AdapterError("MQTT broker not connected", adapter="mqtt")
+        cfg = self.config
+        payload = actuator_payload(cmd, on=cfg.actuator_payload_on,
+                                   off=cfg.actuator_payload_off, as_json=cfg.actuator_json)
+        info = session.client.publish(topic, payload, qos=1, retain=False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise AdapterError(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}",
+                               adapter="mqtt")
+        self._counters["published"] += 1
+        self._counters["commands"] += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        session.cmd_mids[info.mid] = done
+        try:
+            await done
+        finally:
+            session.cmd_mids.pop(info.mid, None)
+        return LoadState(load=cmd.load, on=cmd.action is not LoadAction.SHED,
+                         since=self._clock.now(), reason=cmd.reason, rule=cmd.rule,
+                         limit_w=cmd.limit_w if cmd.action is LoadAction.LIMIT else None,
+                         until=cmd.until)
 
     def _on_meter_status(self, status: MeterStatus) -> None:
         before = self._meter_online.get(status.meter)
@@ -540,6 +661,11 @@ class MqttAdapter:
                     "MQTT broker %s: connection lost: %s", self.config.broker, reason.getName()
                 )
             session.closed.set()
+            for fut in session.cmd_mids.values():
+                if not fut.done():
+                    fut.set_exception(AdapterError("MQTT connection lost before the PUBACK",
+                                                   adapter="mqtt"))
+            session.cmd_mids.clear()
             self._wake.set()
 
         def on_publish(
@@ -568,6 +694,13 @@ class MqttAdapter:
         client.on_message = on_message
 
     def _on_publish(self, session: _Session, mid: int, reason: ReasonCode) -> None:
+        fut = session.cmd_mids.pop(mid, None)
+        if fut is not None and not fut.done():
+            if reason.is_failure:
+                fut.set_exception(AdapterError(f"the broker refused the command: "
+                                               f"{reason.getName()}", adapter="mqtt"))
+            else:
+                fut.set_result(None)
         item_id = session.item_mids.pop(mid, None)
         session.other_mids.discard(mid)
         if reason.is_failure:
@@ -586,6 +719,8 @@ class MqttAdapter:
 
     def _on_message(self, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
+        if self.config.control and self._on_control(msg):
+            return
         if topic == self.topics.ha_status:
             if msg.payload.strip() == b"online":
                 log.info("Home Assistant is online: re-publishing discovery")
@@ -603,6 +738,51 @@ class MqttAdapter:
             return
         if _is_own_config(payload, self.topics):
             self._previous_configs.add(topic)
+
+    def _on_control(self, msg: paho.MQTTMessage) -> bool:
+        """Handle a message on a control topic; False when it is not one."""
+        topic = msg.topic
+        t = self.topics
+        kind = "price" if topic == t.price_set else "dr" if topic == t.dr_set else None
+        load = None if kind is not None else t.load_from_set_topic(topic)
+        if kind is None and load is None:
+            return False
+        bus = self._bus
+        if bus is None:
+            return True
+        now = self._clock.now()
+        if msg.retain:
+            # A retained command is stale by definition: never re-apply it at reconnect.
+            self._counters["rejected_in"] += 1
+            log.warning("MQTT: retained message on %s ignored (publish commands without retain)",
+                        topic)
+            self._error(topic, kind or "override", "retained messages are ignored on /set "
+                        "topics; publish without retain", now)
+            return True
+        if kind is not None:
+            self._counters["signals_in"] += 1
+            bus.publish(SignalInput(kind=kind, payload=bytes(msg.payload), source="mqtt",
+                                    received=now))
+            return True
+        assert load is not None
+        try:
+            ov = parse_override(bytes(msg.payload))
+        except ValueError as exc:
+            self._counters["rejected_in"] += 1
+            log.warning("MQTT: override on %s refused: %s", topic, exc)
+            self._error(topic, "override", str(exc), now)
+            return True
+        self._counters["overrides_in"] += 1
+        bus.publish(OverrideRequest(request_id=f"mqtt-{next(_REQUESTS)}", load=load,
+                                    mode=ov.mode, source="mqtt", limit_w=ov.limit_w,
+                                    duration_s=ov.duration_s))
+        return True
+
+    def _error(self, topic: str, kind: str, reason: str, now: Any) -> None:
+        session = self._session
+        if session is not None and session.connected:
+            self._publish(session, self.topics.error,
+                          error_json(kind, "mqtt", reason, now, topic), retain=False, qos=0)
 
     # ----------------------------------------------------------------- serve
     async def _serve(self, session: _Session) -> _End:
@@ -632,6 +812,17 @@ class MqttAdapter:
                 _rc, session.filter_mid = client.subscribe(self.topics.discovery_filter, qos=0)
             for topic, payload in self._discovered.values():
                 self._publish(session, topic, payload, retain=True)
+        if cfg.control:
+            t = self.topics
+            client.subscribe([(t.price_set, 1), (t.dr_set, 1), (t.load_set_filter, 1)])
+            bus = self._bus
+            if bus is not None:
+                if bus.last_price is not None:
+                    self._publish_control_state(session, bus.last_price)
+                for ev in bus.dr_events.values():
+                    self._publish_control_state(session, ev)
+                for st in bus.load_states.values():
+                    self._publish_control_state(session, st)
 
         while True:
             if self._stop.is_set():

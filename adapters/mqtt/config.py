@@ -52,6 +52,11 @@ class MqttConfig(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0)
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)
+    # control topics (see adapters/mqtt/control.py)
+    control: bool = True  # subscribe price/set, dr/set, load/+/set
+    actuator_payload_on: str = "ON"
+    actuator_payload_off: str = "OFF"
+    actuator_json: bool = False
 
     @field_validator("url")
     @classmethod

@@ -71,6 +71,41 @@ class Topics:
     def quantity(self, meter: str, key: str) -> str:
         return f"{self.meter(meter)}/{key}"
 
+    # ------------------------------------------- signals, loads (see control.py)
+    @property
+    def price(self) -> str:
+        return f"{self.root}/price"
+
+    @property
+    def price_set(self) -> str:
+        return f"{self.root}/price/set"
+
+    def dr(self, event_id: str) -> str:
+        return f"{self.root}/dr/{topic_segment(event_id)}"
+
+    @property
+    def dr_set(self) -> str:
+        return f"{self.root}/dr/set"
+
+    def load_state(self, load: str) -> str:
+        return f"{self.root}/load/{topic_segment(load)}/state"
+
+    @property
+    def load_set_filter(self) -> str:
+        return f"{self.root}/load/+/set"
+
+    def load_from_set_topic(self, topic: str) -> str | None:
+        """``han/home/load/boiler/set`` -> ``boiler`` (None for other topics)."""
+        head = f"{self.root}/load/"
+        if topic.startswith(head) and topic.endswith("/set"):
+            name = topic[len(head):-len("/set")]
+            return name if name and "/" not in name else None
+        return None
+
+    @property
+    def error(self) -> str:
+        return f"{self.root}/error"
+
     @property
     def ha_status(self) -> str:
         return f"{self.prefix}/status"
