@@ -38,10 +38,13 @@ def median(values: list[float]) -> float:
 
 
 @contextmanager
-def mosquitto(*, sys_interval: int = 0) -> Iterator[int]:
+def mosquitto(*, sys_interval: int = 0, nodelay: bool = False) -> Iterator[int]:
     """A plain Debian mosquitto on a free loopback port (the same peer as the tests).
 
     ``sys_interval`` > 0 makes it publish its ``$SYS`` counters that often (seconds).
+    ``nodelay`` sets ``set_tcp_nodelay true`` (mosquitto's default leaves Nagle on, so
+    a small message right after another to the same subscriber waits for its
+    delayed ACK, up to 40 ms on Linux).
     """
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with tempfile.TemporaryDirectory() as d:
@@ -53,6 +56,7 @@ def mosquitto(*, sys_interval: int = 0) -> Iterator[int]:
             conf.write_text(
                 f"user root\nper_listener_settings false\nallow_anonymous true\npersistence false\n"
                 f"max_queued_messages 100000\nsys_interval {sys_interval}\n"
+                f"set_tcp_nodelay {'true' if nodelay else 'false'}\n"
                 f"listener {port} 127.0.0.1\n"
             )
             proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
