@@ -74,6 +74,7 @@ class Gateway:
         self.web: Any = None  # gateway.web.WebServer when [web] is set
         self.started = self.clock.now()
         self._reloading: asyncio.Task[None] | None = None
+        self._outbox_dests: list[str] = []
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -156,6 +157,10 @@ class Gateway:
             adapter = plugin.create(ctx)
             await adapter.start(self.bus)
             self.adapters[name] = adapter
+            if getattr(plugin, "uses_outbox", False):
+                # Only adapters that drain (and ack) the outbox get rows: the others
+                # take live values from the bus, and their rows would only pile up.
+                self._outbox_dests.append(name)
 
     # ------------------------------------------------- signals, rules, web
     def _build_signals(self) -> None:
@@ -266,7 +271,7 @@ class Gateway:
 
     async def _store_writer(self, snaps: Any) -> None:
         assert self.store is not None
-        dests = tuple(self.adapters)
+        dests = tuple(self._outbox_dests)
         while True:
             first = await snaps.get()
             self._writer_busy = True

@@ -20,6 +20,7 @@ __all__ = ["ConnectionState", "MqttAdapter", "MqttConfig", "MqttPlugin", "plugin
 class MqttPlugin:
     name = "mqtt"
     config_model = MqttConfig
+    uses_outbox = True  # store-and-forward: snapshots are acked after the broker's PUBACK
 
     def create(self, context: AdapterContext) -> MqttAdapter:
         """Build the adapter (no I/O, no tasks: ``start`` does that).

@@ -97,8 +97,10 @@ def parse_actuator(text: str) -> tuple[str, str] | str:
         if len(address.encode("utf-8")) > 65535:
             return "an MQTT topic is at most 65535 bytes"
     elif scheme == "knx":
-        m3 = _KNX3.match(address)
-        m2 = _KNX2.match(address)
+        # options after "?" (e.g. ?status=1/2/4) are checked by the KNX adapter
+        group = address.partition("?")[0]
+        m3 = _KNX3.match(group)
+        m2 = _KNX2.match(group)
         if m3 is not None:
             main, mid, sub = (int(g) for g in m3.groups())
             if main > 31 or mid > 7 or sub > 255:

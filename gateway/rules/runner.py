@@ -247,6 +247,13 @@ class RuleRunner:
                                 format_command(cmd), exc or type(exc).__name__, delay)
                     await self.clock.sleep(delay)
                     continue
+                except Exception as exc:  # noqa: BLE001 - a bug in an adapter must not lose a restore
+                    self.counters["send_failures"] += 1
+                    delay = backoff.next_delay()
+                    log.error("%s: the adapter failed (%r); retrying in %.1f s",
+                              format_command(cmd), exc, delay, exc_info=True)
+                    await self.clock.sleep(delay)
+                    continue
                 if state is not None and state.power_w is not None:
                     self.engine.report(state, self.clock.now())
                 return

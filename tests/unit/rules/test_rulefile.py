@@ -140,6 +140,8 @@ def test_load_consistency_checks() -> None:
     ("knx:31/7/255", True),
     ("knx:32/0/0", False),
     ("knx:1/2047", True),
+    ("knx:1/2/3?status=1/2/4", True),  # the options are the KNX adapter's to check
+    ("knx:32/0/0?status=1/2/4", False),
     ("knx:boiler", False),
     ("modbus:10.0.0.5:502/1/coil/3", True),
     ("zigbee:00:0d:6f:00:0a:bc:de:f0/1", True),
