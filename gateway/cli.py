@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--valid", type=float, default=3600.0, help="seconds until it expires")
     sn.add_argument("file", help="JSON message, or - for standard input")
 
+    wb = sub.add_parser("web", help="household web page tools")
+    wbsub = wb.add_subparsers(dest="web_command", required=True)
+    wbsub.add_parser("hash-password", help="read a password and print its scrypt hash for [web] password_hash")
+
     dm = sub.add_parser("demo", help="virtual meter + embedded broker + gateway, no hardware needed")
     dm.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
     dm.add_argument("--data-dir", type=Path, default=Path("demo-data"))
@@ -145,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_signals(args)
         if args.command == "mbus":
             return asyncio.run(cmd_mbus_scan(args))
+        if args.command == "web":
+            from gateway.web.cli import hash_password_command
+
+            return hash_password_command()
         if args.command == "demo":
             from gateway.demo import run_demo
 
@@ -179,6 +187,10 @@ def check_config(path: Path) -> tuple[Any, Any, list[str]]:
         warn = getattr(plugins[name], "warnings", None)
         if warn is not None:
             warnings.extend(f"adapter.{name}: {w}" for w in warn(model))
+    if cfg.web_config is not None:
+        from gateway.web.config import check_warnings
+
+        warnings.extend(check_warnings(cfg.web_config))
     ruleset = None
     if cfg.rules.dir is not None:
         from gateway.rules import load_rule_dir

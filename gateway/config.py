@@ -154,11 +154,18 @@ class Config(_Frozen):
     adapter: dict[str, dict[str, Any]] = Field(default_factory=dict)
     rules: RulesSection = RulesSection()
     signals: SignalsSection = SignalsSection()
+    web: dict[str, Any] | None = None  # validated by gateway.web.config.WebConfig
 
     # validated adapter sections, filled by parse_config (name -> plugin config model)
     _adapter_models: dict[str, Any] = PrivateAttr(default_factory=dict)
     _base_dir: Path | None = PrivateAttr(default=None)
     _trusted_keys: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _web: Any = PrivateAttr(default=None)
+
+    @property
+    def web_config(self) -> Any:
+        """The validated ``[web]`` section (gateway.web.config.WebConfig), or None."""
+        return self._web
 
     @property
     def trusted_keys(self) -> dict[str, Any]:
@@ -293,8 +300,17 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
         if cfg.signals.require_signature and not cfg.signals.trusted_keys:
             problems.append((file, "signals.require_signature",
                              "signatures are required but no trusted_keys are configured"))
+    web: Any = None
+    if cfg is not None and cfg.web is not None:
+        from gateway.web.config import WebConfig
+
+        try:
+            web = WebConfig.model_validate(cfg.web)
+        except ValidationError as exc:
+            problems.extend(_problems(file, exc, ("web",)))
     if problems or cfg is None:
         raise ConfigError(problems)
+    cfg._web = web
     cfg._trusted_keys = trusted
     cfg._adapter_models = models
     cfg._base_dir = base_dir

@@ -1,6 +1,8 @@
 """``han-gateway demo``: a virtual DSMR meter on a pty, an embedded MQTT broker
-(amqtt, only when no ``--broker`` is given) and the gateway, with a live summary
-of the last readings in the terminal.  No hardware and no config file needed."""
+(amqtt, only when no ``--broker`` is given) and the gateway with its household
+page on loopback (port 8080 when free; a throwaway password for switching loads
+is printed), with a live summary of the last readings in the terminal.  No
+hardware and no config file needed."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import sys
 from typing import Any
 
 from gateway.config import parse_config
 from gateway.model import Snapshot
+from gateway.web.config import hash_password
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,16 @@ SUMMARY = (
     ("1-0:32.7.0", "voltage L1"),
     ("0-1:24.2.1", "gas"),
 )
+
+
+def web_demo_port() -> int:
+    """8080 on loopback when it is free, else any free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8080))
+        except OSError:
+            return free_port()
+    return 8080
 
 
 def free_port() -> int:
@@ -79,10 +93,13 @@ async def run_demo(args: argparse.Namespace) -> int:
     meter_cfg: dict[str, Any] = {"id": "main", "protocol": "dsmr", "port": meter.path}
     if key:
         meter_cfg["key"] = meter_cfg["auth_key"] = key.hex()
+    web_port = web_demo_port()
+    web_password = secrets.token_urlsafe(9)
     cfg = parse_config({
         "gateway": {"id": "demo", "data_dir": str(args.data_dir.resolve())},
         "meter": [meter_cfg],
         "adapter": {"mqtt": {"url": url, "discovery": True}},
+        "web": {"listen": f"127.0.0.1:{web_port}", "password_hash": hash_password(web_password, log2_n=14)},
     }, file="(demo)")
     gw = Gateway(cfg)
     host_port = url.split("://", 1)[1]
@@ -91,6 +108,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 han-gateway demo
   virtual {args.variant} meter : {meter.path}
   MQTT broker          : {url}{' (embedded amqtt)' if broker else ''}
+  household page       : http://127.0.0.1:{web_port}/   (password for switching loads: {web_password})
   data                 : {args.data_dir.resolve()}/gateway.sqlite3
   look at the topics   : mosquitto_sub -h {host} -p {port_s or 1883} -t 'han/#' -t 'homeassistant/#' -v
      han/demo/status                      online/offline (retained, last will)

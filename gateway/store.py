@@ -1348,3 +1348,69 @@ class Store:
         """
         cutoff = _epoch(before)
         return await self._run("prune_audit", True, lambda db: db.prune_audit(cutoff))
+
+    async def register_deltas(
+        self, meter: str, reading_id: str, boundaries: Sequence[datetime]
+    ) -> list[float | None]:
+        """Return how much a cumulative register (an energy total) grew in each interval.
+
+        ``boundaries`` are ascending instants ``b0 < b1 < ... < bn``; the answer
+        has one entry per interval ``[b_i, b_i+1)`` (so ``n`` entries), read
+        from the quarter-hour aggregates: the register at an instant is the
+        newest stored value at or before it that a bucket's first or last
+        value gives (exact for boundaries on quarter hours, which every
+        whole-hour time zone gives; within 15 minutes otherwise).
+        Where nothing was stored before an interval, its own first value is
+        the start.  ``None`` for intervals with no data at all and for those
+        starting after the newest value.  Used by the web page's history.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        edges = [_epoch(b) for b in boundaries]
+
+        def query(db: _Db) -> list[float | None]:
+            sid = db._series_ids(meter, reading_id)
+            if sid is None or len(edges) < 2:
+                return [None] * max(0, len(edges) - 1)
+            c = db.conn
+            row = c.execute("SELECT last_ts FROM agg WHERE series = ? ORDER BY bucket DESC LIMIT 1",
+                            (sid,)).fetchone()
+            newest = None if row is None else float(row[0])
+            if newest is None:
+                return [None] * (len(edges) - 1)
+
+            def at(t: float) -> float | None:
+                # the newest value at or before t, as far as the bucket's ends tell
+                b0 = math.floor(t / BUCKET_S)
+                row = c.execute("SELECT first_ts, first_v, last_ts, last_v FROM agg"
+                                " WHERE series = ? AND bucket = ?", (sid, b0)).fetchone()
+                if row is not None and row[2] <= t:
+                    return float(row[3])
+                if row is not None and row[0] <= t:
+                    return float(row[1])
+                row = c.execute(
+                    "SELECT last_v FROM agg WHERE series = ? AND bucket < ?"
+                    " ORDER BY bucket DESC LIMIT 1", (sid, b0)).fetchone()
+                return None if row is None else float(row[0])
+
+            def first_in(a: float, b: float) -> float | None:
+                row = c.execute(
+                    "SELECT first_v FROM agg WHERE series = ? AND bucket >= ? AND bucket < ?"
+                    " ORDER BY bucket LIMIT 1",
+                    (sid, math.floor(a / BUCKET_S), math.ceil(b / BUCKET_S))).fetchone()
+                return None if row is None else float(row[0])
+
+            values = [at(t) for t in edges]
+            out: list[float | None] = []
+            for i in range(len(edges) - 1):
+                a, b = edges[i], edges[i + 1]
+                end_v = values[i + 1]
+                if a > newest or end_v is None:
+                    out.append(None)
+                    continue
+                start_v = values[i] if values[i] is not None else first_in(a, b)
+                out.append(None if start_v is None else end_v - start_v)
+            return out
+
+        return await self._run("register_deltas", False, query)

@@ -92,6 +92,7 @@ class Gateway:
             snaps = self.bus.subscribe(Snapshot, maxsize=10000)
             self._build_signals()
             self._build_rules()
+            await self._start_web()
             async with asyncio.TaskGroup() as tg:
                 sources: list[asyncio.Task[None]] = []
                 for m in self.cfg.meter:
@@ -131,6 +132,11 @@ class Gateway:
                     # Leaving the TaskGroup cancels the remaining housekeeping tasks.
         finally:
             self.notifier.notify("STOPPING=1")
+            if self.web is not None:
+                try:
+                    await self.web.stop()
+                except GatewayError as exc:
+                    log.warning("web page did not stop cleanly: %s", exc)
             for name, adapter in self.adapters.items():
                 try:
                     async with asyncio.timeout(self.cfg.gateway.shutdown_timeout_s):
@@ -245,6 +251,29 @@ class Gateway:
             await self.reload_rules()
         except GatewayError as exc:
             log.error("rule reload failed: %s", exc)
+
+    async def _start_web(self) -> None:
+        web = self.cfg.web_config
+        if web is None:
+            return
+        from gateway import __version__
+        from gateway.web import WebContext, WebServer
+
+        assert self.store is not None
+        rules = self.rules
+        self.web = WebServer(WebContext(
+            gateway_id=self.cfg.gateway.id,
+            config=web,
+            bus=self.bus,
+            store=self.store,
+            health=self.health,
+            loads=(lambda: rules.load_specs()) if rules is not None else (lambda: []),
+            reload_rules=self.reload_rules if rules is not None else None,
+            version=__version__,
+            started=self.started,
+        ))
+        await self.web.start()
+        log.info("household page on %s", self.web.url)
 
     # ------------------------------------------------------------ components
     async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
