@@ -137,6 +137,7 @@ class SignalsSection(_Frozen):
     # key id -> base64 of a raw Ed25519 public key, or the path of a PEM file
     trusted_keys: dict[str, str] = Field(default_factory=dict)
     max_validity_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    openadr: dict[str, Any] | None = None  # validated by gateway.signals.openadr
 
     @field_validator("trusted_keys")
     @classmethod
@@ -159,13 +160,19 @@ class Config(_Frozen):
     # validated adapter sections, filled by parse_config (name -> plugin config model)
     _adapter_models: dict[str, Any] = PrivateAttr(default_factory=dict)
     _base_dir: Path | None = PrivateAttr(default=None)
-    _trusted_keys: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _openadr: Any = PrivateAttr(default=None)
     _web: Any = PrivateAttr(default=None)
 
     @property
     def web_config(self) -> Any:
         """The validated ``[web]`` section (gateway.web.config.WebConfig), or None."""
         return self._web
+    _trusted_keys: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def openadr(self) -> Any:
+        """The validated ``[signals.openadr]`` section (OpenAdrConfig), or None."""
+        return self._openadr
 
     @property
     def trusted_keys(self) -> dict[str, Any]:
@@ -289,6 +296,7 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
             except ConfigError as exc:
                 problems.append((file, f"meter[{i}].{attr}", exc.problems[0][2]))
     trusted: dict[str, Any] = {}
+    openadr: Any = None
     if cfg is not None:
         from gateway.signals.signing import load_public_key
 
@@ -300,6 +308,24 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
         if cfg.signals.require_signature and not cfg.signals.trusted_keys:
             problems.append((file, "signals.require_signature",
                              "signatures are required but no trusted_keys are configured"))
+        if cfg.signals.openadr is not None:
+            import importlib.util
+
+            from gateway.signals.openadr import OpenAdrConfig
+
+            if importlib.util.find_spec("openleadr") is None:
+                problems.append((file, "signals.openadr", "OpenADR is not installed "
+                                 "(pip install 'han-gateway[openadr]')"))
+            try:
+                openadr = OpenAdrConfig.model_validate(cfg.signals.openadr,
+                                                       context={"base_dir": base_dir})
+            except ValidationError as exc:
+                problems.extend(_problems(file, exc, ("signals", "openadr")))
+            else:
+                meter_ids = {m.id for m in cfg.meter}
+                if openadr.meter is not None and openadr.meter not in meter_ids:
+                    problems.append((file, "signals.openadr.meter",
+                                     f"no [[meter]] has id {openadr.meter!r}"))
     web: Any = None
     if cfg is not None and cfg.web is not None:
         from gateway.web.config import WebConfig
@@ -312,6 +338,7 @@ def parse_config(raw: dict[str, Any], *, file: str = "<config>", base_dir: Path 
         raise ConfigError(problems)
     cfg._web = web
     cfg._trusted_keys = trusted
+    cfg._openadr = openadr
     cfg._adapter_models = models
     cfg._base_dir = base_dir
     return cfg

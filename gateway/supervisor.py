@@ -109,6 +109,8 @@ class Gateway:
                 tg.create_task(self._supervise("signals", gate.run), name="signals")
                 if self.rules is not None:
                     tg.create_task(self._supervise("rules", self.rules.run), name="rules")
+                if self.openadr is not None:
+                    tg.create_task(self._supervise("openadr", self.openadr.run), name="openadr")
                 tg.create_task(self._watchdog(), name="watchdog")
                 self.ready.set()
                 log.info("gateway %s running: %d meter(s), adapters: %s", gw.id, len(self.readers),
@@ -178,6 +180,11 @@ class Gateway:
                             max_validity=timedelta(seconds=sig.max_validity_s))
         self.signals = SignalGate(self.bus, verifier, state=self.store, audit=self._audit,
                                   clock=self.clock)
+        if self.cfg.openadr is not None:
+            from gateway.signals.openadr import OpenAdrVen
+
+            self.openadr = OpenAdrVen(self.cfg.openadr, self.bus, self.cfg.gateway.id,
+                                      clock=self.clock)
 
     def _rule_dir(self) -> Path | None:
         d = self.cfg.rules.dir
@@ -344,7 +351,9 @@ class Gateway:
                            "last_reading": snap.received.isoformat()
                            if (snap := self.bus.last_snapshot.get(k)) is not None else None}
                        for k, r in self.readers.items()},
-            "adapters": {k: a.health() for k, a in self.adapters.items()},
+            # the OpenADR VEN is a network link too (its health has the adapters' fields)
+            "adapters": {**{k: a.health() for k, a in self.adapters.items()},
+                         **({"openadr": self.openadr.health()} if self.openadr is not None else {})},
             "components": {k: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
                            for k, c in self.components.items()},
         }
