@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     dm.add_argument("--duration", type=float, help="stop after this many seconds")
     dm.add_argument("--variant", default="dsmr5", choices=("dsmr5", "dsmr4", "belgian", "smarty"))
+
+    # The ZigBee adapter brings its own subcommand (argparse only: zigpy loads on use).
+    try:
+        from adapters.zigbee.cli import add_cli as add_zigbee_cli
+    except ImportError:  # an install without the adapters package
+        pass
+    else:
+        add_zigbee_cli(sub)
     return p
 
 
@@ -157,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.demo import run_demo
 
             return asyncio.run(run_demo(args))
+        if args.command == "zigbee":
+            from adapters.zigbee.cli import run_cli
+
+            cfg = load_config(args.config)
+            return run_cli(args, cfg.adapter_configs().get("zigbee"), config_file=args.config,
+                           data_dir=cfg.gateway.data_dir)
     except ConfigError as exc:
         for file, key, msg in exc.problems:
             print(f"{file}: {key}: {msg}", file=sys.stderr)
