@@ -38,7 +38,7 @@ def _hex_key(text: str) -> bytes:
     return key
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="han-gateway", description="Smart meter port to MQTT / Home Assistant gateway.")
     p.add_argument("--version", action="version", version=f"han-gateway {__version__}")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
@@ -124,18 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--duration", type=float, help="stop after this many seconds")
     dm.add_argument("--variant", default="dsmr5", choices=("dsmr5", "dsmr4", "belgian", "smarty"))
 
-    # The ZigBee adapter brings its own subcommand (argparse only: zigpy loads on use).
-    try:
-        from adapters.zigbee.cli import add_cli as add_zigbee_cli
-    except ImportError:  # an install without the adapters package
-        pass
-    else:
-        add_zigbee_cli(sub)
+    # The ZigBee adapter brings its own subcommand; its module (a few MB) is imported only
+    # when that command is asked for, so the daemon does not carry it.
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "zigbee" in args:
+        try:
+            from adapters.zigbee.cli import add_cli as add_zigbee_cli
+        except ImportError:  # an install without the adapters package
+            pass
+        else:
+            add_zigbee_cli(sub)
+            return p
+    sub.add_parser("zigbee", help="ZigBee network tools (join with install code, list devices)",
+                   add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     setup_logging(args.log_level or ("warning" if args.command in ("decode", "check", "read") else "info"),
                   args.log_format)
     try:

@@ -29,11 +29,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from gateway.errors import SignalError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported where a key is used: a gateway that takes no signed
+# messages does not load OpenSSL for them (about 8 MB of RSS).
 
 __all__ = ["Signed", "Verifier", "canonical", "load_private_key", "load_public_key",
            "public_key_text", "sign"]
@@ -58,6 +65,8 @@ def sign(obj: Mapping[str, Any], key: Ed25519PrivateKey, *, key_id: str, seq: in
 
 def public_key_text(key: Ed25519PublicKey) -> str:
     """The base64 of the raw 32-byte public key (what ``trusted_keys`` takes)."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode("ascii")
 
@@ -68,6 +77,9 @@ def load_public_key(text: str, *, base_dir: Path | None = None) -> Ed25519Public
     Raises:
         ValueError: not a readable Ed25519 public key (the message says why).
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -97,6 +109,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     Raises:
         ValueError: unreadable or not Ed25519 (the message names the file, never the key).
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -144,6 +159,8 @@ class Verifier:
         if key is None:
             raise SignalError("unknown_key", f"signed with key {key_id[:64]!r}, which is not "
                                              "in [signals] trusted_keys")
+        from cryptography.exceptions import InvalidSignature
+
         try:
             raw = base64.b64decode(sig, validate=True)
             key.verify(raw, canonical(obj))
