@@ -31,6 +31,43 @@ SUMMARY = (
 )
 
 
+DEMO_RULES = """\
+# Demo loads (their actuators are MQTT topics nobody listens to): see rules/ for real examples.
+[settings]
+restore_delay = "10s"
+
+[[load]]
+name = "water_heater"
+actuator = "mqtt:demo/water_heater/set"
+rated_power = "2 kW"
+priority = 1
+classes = ["water_heater"]
+max_shed = "30m"
+
+[[load]]
+name = "ev_charger"
+actuator = "mqtt:demo/ev_charger/set"
+rated_power = "7.4 kW"
+priority = 3
+classes = ["ev"]
+max_shed = "1h"
+
+[[rule]]
+id = "dr-shed"
+when = "dr.criticality >= 5"
+action = "shed"
+loads = ["water_heater", "ev_charger"]
+
+[[rule]]
+id = "peak"
+when = "import_power_kw > 4 kW"
+for = "10s"
+action = "shed"
+until = "import_power_kw < 3 kW"
+loads = ["water_heater"]
+"""
+
+
 def web_demo_port() -> int:
     """8080 on loopback when it is free, else any free port."""
     with socket.socket() as s:
@@ -93,6 +130,9 @@ async def run_demo(args: argparse.Namespace) -> int:
     meter_cfg: dict[str, Any] = {"id": "main", "protocol": "dsmr", "port": meter.path}
     if key:
         meter_cfg["key"] = meter_cfg["auth_key"] = key.hex()
+    rules_dir = args.data_dir.resolve() / "demo-rules"
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    (rules_dir / "demo.toml").write_text(DEMO_RULES, encoding="utf-8")
     web_port = web_demo_port()
     web_password = secrets.token_urlsafe(9)
     cfg = parse_config({
@@ -100,6 +140,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         "meter": [meter_cfg],
         "adapter": {"mqtt": {"url": url, "discovery": True}},
         "web": {"listen": f"127.0.0.1:{web_port}", "password_hash": hash_password(web_password, log2_n=14)},
+        "rules": {"dir": str(rules_dir)},
     }, file="(demo)")
     gw = Gateway(cfg)
     host_port = url.split("://", 1)[1]
@@ -115,6 +156,8 @@ han-gateway demo
      han/demo/meter/main/state            JSON snapshot (retained)
      han/demo/meter/main/<quantity>       one value each (power_import, energy_import_t1, …)
      homeassistant/sensor/demo_main/…     Home Assistant discovery
+     han/demo/load/<load>/state           each demo load, with the rule and reason
+  try a DR event       : mosquitto_pub -h {host} -p {port_s or 1883} -t han/demo/dr/set -m '{{"event_id": "e1", "criticality": 7, "duration_s": 300}}'
   stop with Ctrl-C
 """, flush=True)
     tasks = [
