@@ -13,7 +13,13 @@ fed twice would measure the refusal).  Cases:
 * ``austria-apdu``: the NOE Kaifa MA309 push (DLMS_FACTS §3: SC 0x20, encryption only,
   35 items) as a bare general-glo-ciphering APDU, re-encrypted with increasing counters;
 * ``austria-mbus``: the same inside its two M-Bus long frames (ours only: neither peer
-  reads DLMS over the M-Bus link layer).
+  reads DLMS over the M-Bus link layer);
+* ``aidon-se-live`` / ``austria-live``: the same two lists as a live meter pushes them:
+  the clock moves every push, every instantaneous value (power, current, voltage:
+  OBIS D = 7) changes every push, the energy registers (D = 8) every tenth.  Our
+  decoder reuses the reading of a value that did not change since the last push of
+  the same list (the cases above repeat one body, so everything is reused there);
+  these cases show what a real stream costs.
 
 Work done per frame — ours: framing, decryption with tag check, APDU decoding, A-XDR
 decoding, mapping to OBIS readings with scaling (a ``MeterFrame``).  dlms-cosem 21.3
@@ -73,6 +79,79 @@ def aidon_glo_frames(count: int) -> list[bytes]:
                                     system_title=b"AIDxxxxx", invocation_counter=counter,
                                     key=DUMMY_KEY, auth_key=DUMMY_KEY)
         out.append(WrapperFrame(source_wport=1, destination_wport=16, apdu=apdu).encode())
+    return out
+
+
+def _live(body: Any, k: int) -> Any:
+    """``body`` as push number ``k`` of a live meter (see the module docstring)."""
+    from gateway.protocols.dlms.axdr import Data, DataType
+
+    def vary(value: Data, d: int | None, index: int) -> Data:
+        if isinstance(value.value, int) and not isinstance(value.value, bool):
+            if d == 7:
+                return Data(type=value.type, value=value.value + (k * 7919 + index * 104729) % 97)
+            if d == 8:
+                return Data(type=value.type, value=value.value + k // 10)
+        if value.type is DataType.OCTET_STRING and isinstance(value.value, bytes) \
+                and len(value.value) == 12:  # a date-time: the seconds move
+            raw = bytearray(value.value)
+            raw[6] = k % 60
+            return Data(type=value.type, value=bytes(raw))
+        return value
+
+    items = list(body.value)
+    if all(i.type is DataType.STRUCTURE for i in items):  # {OBIS, value[, su]} each
+        for n, item in enumerate(items):
+            members = list(item.value)
+            members[1] = vary(members[1], members[0].value[3], n)
+            items[n] = Data(type=item.type, value=tuple(members))
+    else:  # OBIS, value[, su] runs
+        d = None
+        for n, item in enumerate(items):
+            if item.type is DataType.OCTET_STRING and len(item.value) == 6:
+                d = item.value[3]
+                continue
+            items[n] = vary(item, d, n)
+            if item.type is not DataType.STRUCTURE:
+                d = None
+    return Data(type=body.type, value=tuple(items))
+
+
+def aidon_live_frames(count: int) -> list[bytes]:
+    from gateway.protocols.dlms import security
+    from gateway.protocols.dlms.apdu import DataNotification
+    from gateway.protocols.dlms.axdr import decode_data
+    from gateway.protocols.dlms.wrapper import WrapperFrame
+
+    frames = json.loads((VECTORS / "dlms" / "amshan" / "aidon.json").read_text())["frames"]
+    body = decode_data(bytes.fromhex(frames["NOTIFICATION_BODY_SE_LIST"]))
+    out = []
+    for counter in range(1, count + 1):
+        stamp = bytearray.fromhex("07E30C1001073B28FF8000FF")
+        stamp[6] = counter % 60
+        plain = DataNotification(long_invoke_id_and_priority=0x40000001,
+                                 body=_live(body, counter), date_time=bytes(stamp)).encode()
+        apdu = security.cipher_apdu(plain, kind="general-glo", security_control=0x30,
+                                    system_title=b"AIDxxxxx", invocation_counter=counter,
+                                    key=DUMMY_KEY, auth_key=DUMMY_KEY)
+        out.append(WrapperFrame(source_wport=1, destination_wport=16, apdu=apdu).encode())
+    return out
+
+
+def austria_live_apdus(count: int) -> list[bytes]:
+    from gateway.protocols.dlms import security
+    from gateway.protocols.dlms.apdu import DataNotification
+
+    plain, first = _austria_plain()
+    notification = DataNotification.decode(plain)
+    out = []
+    for n in range(count):
+        live = DataNotification(long_invoke_id_and_priority=notification.long_invoke_id_and_priority,
+                                body=_live(notification.body, n + 1),
+                                date_time=notification.date_time).encode()
+        out.append(security.cipher_apdu(live, kind="general-glo", security_control=0x20,
+                                        system_title=bytes.fromhex("4B464D6750000009"),
+                                        invocation_counter=first + n, key=AUSTRIA_KEY))
     return out
 
 
@@ -264,6 +343,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                      repeats))
     framed = [mbus_frames(apdu) for apdu in austria]
     rows.append(_row("austria-mbus", len(framed), ours(framed, AUSTRIA_KEY, None), {}, repeats))
+    aidon_live = aidon_live_frames(count)
+    rows.append(_row("aidon-se-live", len(aidon_live), ours(aidon_live, DUMMY_KEY, DUMMY_KEY),
+                     {"dlms_cosem": dlms_cosem(aidon_live, DUMMY_KEY),
+                      "gurux": gurux(aidon_live, DUMMY_KEY, wrapper=True)}, repeats))
+    austria_live = austria_live_apdus(count)
+    rows.append(_row("austria-live", len(austria_live), ours(austria_live, AUSTRIA_KEY, None),
+                     {"dlms_cosem": None,
+                      "gurux": gurux(austria_live, AUSTRIA_KEY, wrapper=False,
+                                     encryption_only=True)}, repeats))
     return rows
 
 

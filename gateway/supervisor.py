@@ -98,6 +98,7 @@ class Gateway:
                 for m in self.cfg.meter:
                     reader = build_reader(m, self.clock)
                     reader.base_dir = self.cfg.base_dir
+                    reader.data_dir = gw.data_dir
                     self.readers[m.id] = reader
                     sources.append(tg.create_task(
                         self._supervise(f"meter:{m.id}", functools.partial(reader.run, self.bus)),

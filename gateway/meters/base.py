@@ -94,6 +94,7 @@ class MeterReader:
         self._bus: Bus | None = None
         self._status_detail = "starting"
         self.base_dir: Path | None = None  # where relative key files are resolved (set by the supervisor)
+        self.data_dir: Path | None = None  # for state kept across restarts (set by the supervisor)
 
     # ------------------------------------------------------------- health
     @property

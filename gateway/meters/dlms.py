@@ -18,12 +18,25 @@ published as a frame of meter ``<id>-load-profile`` with the row's clock as time
 
 ``mode = "push"``: the port is only read; :class:`~gateway.protocols.dlms.push.DlmsPushDecoder`
 decodes the notifications (HDLC, wrapper, M-Bus-carried, ciphered or not).
+
+``ciphering = "general-ded"`` (or ``"ded"``): a fresh random dedicated key is proposed
+in each association's AARQ and protects the xDLMS requests and replies after it.
+
+Invocation counters survive restarts (:class:`CounterFile`, ``<data_dir>/dlms-<meter
+id>.json``): the client's own counter never goes backwards, so the meter never sees a
+(key, IV) pair twice and never refuses us as a replayer, and the meters' counters last
+accepted stay the floor, so a frame recorded before a restart and replayed after it is
+still refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import secrets
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -70,14 +83,16 @@ from gateway.protocols.dlms.cosem import (
     register_reading,
 )
 from gateway.protocols.dlms.push import DlmsPushDecoder
+from gateway.protocols.dlms.security import ReplayGuard
 from gateway.protocols.obis import ObisCode
 from gateway.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DlmsOptions", "DlmsReader"]
+__all__ = ["CounterFile", "DlmsOptions", "DlmsReader"]
 
 PROTOCOL = "dlms"
+PUSH_SAVE_INTERVAL_S = 60.0
 DEFAULT_OBJECTS = ("1-0:1.8.0", "1-0:2.8.0", "1-0:1.7.0", "1-0:2.7.0", "1-0:32.7.0")
 
 
@@ -99,7 +114,8 @@ class DlmsOptions(BaseModel):
     authentication: Literal["none", "lls", "hls-gmac"] = "none"
     password_file: Path | None = Field(default=None, description="file holding the LLS password")
     system_title: str = Field(default="4847570000000001", description="the client's system title, 16 hex digits")
-    ciphering: Literal["glo", "general-glo"] = "glo"
+    ciphering: Literal["glo", "general-glo", "ded", "general-ded"] = Field(
+        default="glo", description="ded / general-ded: a new dedicated key per association")
     objects: tuple[str, ...] = Field(default=DEFAULT_OBJECTS, description="registers (class 3/4) to read, OBIS")
     data_objects: tuple[str, ...] = Field(default=(), description="Data objects (class 1) to read, OBIS")
     load_profile: str | None = Field(default=None, description="profile generic to fetch, e.g. 1-0:99.1.0")
@@ -140,6 +156,93 @@ class DlmsOptions(BaseModel):
 _E = TypeVar("_E")
 
 
+class CounterFile:
+    """The DLMS invocation counters of one meter, in ``<data_dir>/dlms-<meter>.json``.
+
+    Why a file and not the SQLite store: a meter reader only publishes to the bus and
+    never sees the store (DESIGN.md: meters import protocols, model and bus; only the
+    supervisor composes), and the store's writer batches snapshots behind the bus, so
+    a counter written through it could be lost or land after the frames it guards.  A
+    few dozen octets written atomically (temporary file, fsync, rename, fsync of the
+    folder) are durable the moment :meth:`save` returns.
+
+    Our own counter is leased: the file holds a counter the client has *not* used yet
+    (``invocation_counter``), written before the client goes past it; after a crash
+    the client starts at that value, so a counter is never used twice while the file
+    is written only once every :data:`LEASE` frames.  The meters' counters
+    (``accepted``: system title -> last accepted counter) are written after each poll
+    (push: when they changed, at most once per ``min_interval_s``): a frame accepted
+    within that window before a crash could be replayed once after the restart.
+    """
+
+    LEASE = 1000
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lease_end = 0  # counters below this one may be used (persisted)
+        self._written: tuple[int, dict[bytes, int]] | None = None
+        # save() runs on a worker thread, and once more at the end of a session on the
+        # loop: one writer at a time (a cancelled to_thread call keeps running).
+        self._lock = threading.Lock()
+
+    def load(self) -> tuple[int, dict[bytes, int]]:
+        """(the first counter the client may use, the meters' accepted counters).
+
+        Raises:
+            ConfigError: the file exists but cannot be read or is not ours.
+        """
+        if self.path is None or not self.path.exists():
+            return 1, {}
+        try:
+            doc = json.loads(self.path.read_text())
+            ic = int(doc["invocation_counter"])
+            accepted = {bytes.fromhex(k): int(v) for k, v in doc["accepted"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Starting from 1 could reuse counters (and IVs): refuse, let a person look.
+            raise ConfigError([(str(self.path), "dlms invocation counters",
+                                f"unreadable ({exc}); remove it only if the meter's keys "
+                                "were changed")]) from None
+        self.lease_end = ic
+        self._written = (ic, accepted)
+        return ic, accepted
+
+    def lease(self, next_ic: int, accepted: dict[bytes, int]) -> None:
+        """Make sure counters up to ``next_ic`` are covered before one is sent."""
+        if next_ic >= self.lease_end:
+            self.save(next_ic + self.LEASE, accepted)
+
+    def save(self, lease_end: int, accepted: dict[bytes, int]) -> None:
+        """Write the file atomically (no-op without a data dir or when unchanged).
+
+        Raises:
+            OSError: the data dir is not writable (the reader stops: running on would
+                risk reusing counters after the next restart).
+        """
+        with self._lock:
+            self._save(max(lease_end, self.lease_end), accepted)
+
+    def _save(self, lease_end: int, accepted: dict[bytes, int]) -> None:
+        if self.path is None or self._written == (lease_end, accepted):
+            self.lease_end = lease_end
+            return
+        doc = {"invocation_counter": min(lease_end, 0xFFFFFFFF),
+               "accepted": {k.hex().upper(): v for k, v in sorted(accepted.items())}}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(json.dumps(doc, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.lease_end = lease_end
+        self._written = (lease_end, dict(accepted))
+
+
 class DlmsReader(MeterReader):
     Options = DlmsOptions
     line_defaults = (9600, 8, "N")  # HDLC; mode E starts at 300 Bd by itself
@@ -154,6 +257,31 @@ class DlmsReader(MeterReader):
         self._profile_from: datetime | None = None
         self._meter_id: str | None = None
         self._blocks = 0
+        self._counters: CounterFile | None = None
+        self._guard = ReplayGuard()
+        self._accepted_saved_at = -1e18
+
+    # ------------------------------------------------------------ counters
+    def _counter_file(self) -> CounterFile:
+        """Open (once) the counter file and restore the counters from it."""
+        if self._counters is None:
+            path = self.data_dir / f"dlms-{self.cfg.id}.json" if self.data_dir is not None else None
+            counters = CounterFile(path)
+            ic, accepted = counters.load()
+            self._ic = max(self._ic, ic)
+            self._guard = ReplayGuard(accepted)
+            self._counters = counters
+        return self._counters
+
+    async def _save_counters(self, next_ic: int, *, lease: bool) -> None:
+        counters = self._counter_file()
+        if lease and next_ic < counters.lease_end:
+            return  # covered: no write (the usual case, once every LEASE frames it is not)
+        accepted = self._guard.counters()
+        if lease:
+            await asyncio.to_thread(counters.lease, next_ic, accepted)
+        else:
+            await asyncio.to_thread(counters.save, counters.lease_end, accepted)
 
     @property
     def options(self) -> DlmsOptions:
@@ -181,11 +309,17 @@ class DlmsReader(MeterReader):
     def _settings(self, invocation_counter: int) -> ClientSettings:
         o = self.options
         key, auth_key = self._keys()
+        dedicated = o.ciphering in ("ded", "general-ded")
+        if dedicated and key is None:
+            raise ConfigError([("", f"meter.{self.cfg.id}.options.ciphering",
+                                f"{o.ciphering!r} needs the meter's key_file")])
         return ClientSettings(authentication=o.authentication, password=self._password(),
                               key=key, auth_key=auth_key,
                               system_title=bytes.fromhex(o.system_title),
                               invocation_counter=invocation_counter, ciphering=o.ciphering,
-                              timeout_s=o.timeout_s)
+                              # a new one for each association (GB9 9.2.2.2.3)
+                              dedicated_key=secrets.token_bytes(16) if dedicated else None,
+                              replay_guard=self._guard, timeout_s=o.timeout_s)
 
     def _framing(self) -> Framing:
         o = self.options
@@ -218,14 +352,26 @@ class DlmsReader(MeterReader):
     async def _listen(self, transport: Transport) -> None:
         key, auth_key = self._keys()
         tz = ZoneInfo(self.cfg.timezone) if self.cfg.timezone else None
-        decoder = DlmsPushDecoder(key=key, auth_key=auth_key, meter_tz=tz)
-        while True:
-            data = await self.read_or_stale(transport)
-            if data is not None:
-                self.handle(decoder.feed(data))
+        self._counter_file()
+        decoder = DlmsPushDecoder(key=key, auth_key=auth_key, meter_tz=tz,
+                                  replay_guard=self._guard)
+        try:
+            while True:
+                data = await self.read_or_stale(transport)
+                if data is not None:
+                    self.handle(decoder.feed(data))
+                    # pushes come every few seconds: the counters go to disk at most
+                    # once a minute (flash wear), see CounterFile
+                    now = self.clock.monotonic()
+                    if now - self._accepted_saved_at >= PUSH_SAVE_INTERVAL_S:
+                        self._accepted_saved_at = now
+                        await self._save_counters(self._ic, lease=False)
+        finally:
+            self._counter_file().save(self._counter_file().lease_end, self._guard.counters())
 
     async def _start_client(self, transport: Transport) -> DlmsClient:
         o = self.options
+        self._counter_file()
         if o.transport == "mode-e":
             sign_on = ModeESignOn(max_baud=o.max_baudrate, timeout_s=max(o.timeout_s, 2.0))
             events: Sequence[Send | SetBaudrate] = sign_on.start(now=self.clock.monotonic())
@@ -263,6 +409,8 @@ class DlmsReader(MeterReader):
         while True:
             for ev in pending:
                 if isinstance(ev, Send):
+                    # the counter of this frame is on disk before the frame is on the wire
+                    await self._save_counters(client.invocation_counter, lease=True)
                     await transport.write(ev.data)
                 elif isinstance(ev, until):
                     return ev
@@ -297,6 +445,7 @@ class DlmsReader(MeterReader):
             started = self.clock.monotonic()
             frame = await self.poll(transport, client)
             self._ic = client.invocation_counter
+            await self._save_counters(self._ic, lease=False)  # the meter's counters
             self.publish_frame(frame)
             if o.load_profile:
                 await self.fetch_profile(transport, client, frame.timestamp)

@@ -54,6 +54,7 @@ from gateway.protocols.dlms.server import (
     DlmsServer,
     ProfileGenericObject,
     RegisterObject,
+    SecurityCounters,
     ServerConnection,
     ServerSettings,
 )
@@ -105,6 +106,9 @@ class DlmsMeter:
         self.now = now
         self.tz: tzinfo = ZoneInfo(self.options.timezone)
         self._push_server: DlmsServer | None = None
+        # One set of invocation counters for every connection, association and push:
+        # a real meter never reuses its own counter and remembers the clients'.
+        self.counters = SecurityCounters()
 
     # A day curve of consumption (≈250-850 W) and of PV (0-1800 W around noon UTC):
     # closed-form integrals make every register a pure function of the time.
@@ -191,7 +195,7 @@ class DlmsMeter:
                               max_pdu_size=o.max_pdu_size)
 
     def server(self) -> DlmsServer:
-        return DlmsServer(self.objects(), self.settings())
+        return DlmsServer(self.objects(), self.settings(), counters=self.counters)
 
     def push_body(self) -> Data:
         """Aidon-style push list: ``array of {OBIS, value[, scaler_unit]}``."""

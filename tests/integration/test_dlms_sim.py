@@ -67,6 +67,7 @@ async def one_poll(reader: DlmsReader, transport: Transport) -> Any:
     await reader.drive(transport, client, client.associate(now=reader.clock.monotonic()), Associated)
     frame = await reader.poll(transport, client)
     await reader.drive(transport, client, client.release(now=reader.clock.monotonic()), Released)
+    reader._ic = client.invocation_counter  # as the poll loop does: the next one goes on
     return frame
 
 
@@ -151,3 +152,38 @@ async def test_wrong_keys_and_password_over_tcp(tmp_path: Path) -> None:
                 await one_poll(reader, transport)
         finally:
             await transport.close()
+
+
+async def test_reader_with_general_ded_ciphering_over_tcp(tmp_path: Path) -> None:
+    """``ciphering = "general-ded"``: a fresh dedicated key in each AARQ, then every
+    request and reply is general-ded-ciphered (DC) with it; the meter's global key alone
+    does not open them."""
+    from gateway.protocols.dlms.apdu import GeneralDedCiphering, decode_apdu
+    from gateway.protocols.dlms.security import decipher_apdu
+
+    meter = DlmsMeter(MeterOptions(authentication="hls-gmac", key=EK, auth_key=AK))
+    async with tcp_meter(meter) as url:
+        reader = reader_for(url, tmp_path, keys=True, authentication="hls-gmac",
+                            ciphering="general-ded")
+        transport = await open_transport(url)
+        seen: list[bytes] = []
+        read = transport.read
+
+        async def recording_read(max_bytes: int = 4096) -> bytes:
+            data = await read(max_bytes)
+            seen.append(data)
+            return data
+
+        transport.read = recording_read  # type: ignore[method-assign]
+        try:
+            frame = await one_poll(reader, transport)
+            frame2 = await one_poll(reader, transport)  # a second association, a new key
+        finally:
+            await transport.close()
+    assert {r.id for r in frame.readings} >= {"1-0:1.8.0", "1-0:32.7.0"}
+    assert frame2.readings[0].value >= frame.readings[0].value
+    replies = [decode_apdu(d[8:]) for d in seen if len(d) > 8 and d[8] == 0xDC]
+    assert len(replies) >= 6  # clock, device name, scaler_units, values
+    assert all(isinstance(r, GeneralDedCiphering) for r in replies)
+    with pytest.raises(DecryptionError):
+        decipher_apdu(replies[0], key=EK, auth_key=AK)  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ from gateway.protocols.dlms.axdr import (
     TypeDescription,
     decode_data,
 )
-from gateway.protocols.dlms.cosem import fast_push_content, push_content
+from gateway.protocols.dlms.cosem import PushLayout, fast_push_content, push_content
 from gateway.protocols.dlms.hdlc import (
     FrameKind,
     FrameReceived,
@@ -358,6 +358,48 @@ def _flat_bodies(draw: Any) -> Data:
 @given(st.one_of(_aidon_bodies(), _flat_bodies(), _LEAVES))
 def test_the_fast_path_gives_what_the_general_one_gives(body: Data) -> None:
     _fast_equals_general(body)
+
+
+def _same_layout(body: Data, draw: Any) -> Data:
+    """``body`` with new values of the same types and lengths in its leaves (what the
+    next push of the same list looks like), now and then a leaf of another size."""
+    value = body.value
+    if isinstance(value, tuple):
+        return Data(type=body.type, value=tuple(_same_layout(i, draw) for i in value))
+    if isinstance(value, bool) or not isinstance(value, int | bytes | str):
+        return body
+    if draw(st.integers(0, 9)) == 0:
+        return draw(_LEAVES)  # maybe another type or length: the layout must refuse it
+    if isinstance(value, int):
+        lo, hi = {DataType.DOUBLE_LONG_UNSIGNED: (0, 2**32 - 1), DataType.LONG: (-(2**15), 2**15 - 1),
+                  DataType.LONG_UNSIGNED: (0, 2**16 - 1), DataType.ENUM: (0, 255),
+                  DataType.INTEGER: (-128, 127)}.get(body.type, (value, value))
+        return Data(type=body.type, value=draw(st.sampled_from([value, lo, hi])
+                                               | st.integers(lo, hi)))
+    if isinstance(value, bytes):
+        if len(value) == 6 and draw(st.booleans()):
+            return body  # an OBIS code, mostly kept
+        return Data(type=body.type, value=draw(st.binary(min_size=len(value), max_size=len(value))))
+    return Data(type=body.type, value=draw(st.text(alphabet="AZaz09_", min_size=len(value),
+                                                   max_size=len(value))))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_aidon_bodies(), _flat_bodies()), st.data())
+def test_a_compiled_layout_gives_what_the_general_path_gives(body: Data, data: Any) -> None:
+    raw = body.encode()
+    layout = PushLayout.compile(raw, 0)
+    if layout is None:
+        assert fast_push_content(raw, 0) is None or fast_push_content(raw, 0)[1] != len(raw)
+        return
+    assert layout.content(raw, 0, b"", None) == push_content(body)
+    for _ in range(3):  # the next pushes: same layout, new values (or not quite)
+        nxt = _same_layout(body, data.draw)
+        got = layout.content(nxt.encode(), 0, b"", None)
+        if got is not None:
+            assert got == push_content(nxt)
+        else:
+            assert nxt.encode() != raw
 
 
 # -------------------------------------------------------------------- APDUs

@@ -21,6 +21,13 @@ Implemented:
   InitiateRequest/-Response ciphered in the AARQ/AARE, and every xDLMS APDU ciphered as
   glo- service-specific or general-glo-ciphering (``ciphering``) with the configured
   security control; the server's invocation counter must increase.
+* Dedicated key (GB9 9.2.7.2.3.2, 9.2.2.2.3): with ``dedicated_key`` set the client
+  proposes it in the (glo-ciphered) InitiateRequest of the AARQ, and once the meter
+  accepted the association ciphers every xDLMS request with it, as ded- service-specific
+  or general-ded-ciphering (``ciphering = "ded"`` / ``"general-ded"``); replies in
+  either ded- form are deciphered with it, glo- replies with the global key.  The key
+  lives as long as the association: the driver makes a new random one for each.  The
+  HLS-GMAC pass 3 (still part of the association's establishment) goes glo-ciphered.
 * GET normal (and the block transfer, ``GetRequestNext`` until the last block, with
   a :class:`BlockReceived` progress event per block), GET with-list, SET normal,
   ACTION normal; selective access (:func:`range_access` builds the by-range
@@ -41,7 +48,7 @@ our ciphered InitiateRequest (both mean that the keys differ);
 request made in the wrong state.  A GET that the server answers with a data access
 error is not an exception: the result is the :class:`~.apdu.DataAccessResult`.
 
-Not implemented: SN referencing, dedicated keys (ded- ciphering), general-ciphering,
+Not implemented: SN referencing, general-ciphering (DD),
 HLS mechanisms other than GMAC, SET/ACTION with data blocks, general block transfer,
 retransmissions after a timeout (the driver re-associates).
 """
@@ -84,6 +91,7 @@ from gateway.protocols.dlms.apdu import (
     DataAccessResult,
     DataNotification,
     ExceptionResponse,
+    GeneralDedCiphering,
     GeneralGloCiphering,
     GetRequestNext,
     GetRequestNormal,
@@ -104,6 +112,7 @@ from gateway.protocols.dlms.apdu import (
 from gateway.protocols.dlms.axdr import CosemDateTime, Data
 from gateway.protocols.dlms.cosem import ASSOCIATION_LN, CLOCK, ClassId
 from gateway.protocols.dlms.security import (
+    CipherKind,
     ReplayGuard,
     check_key,
     cipher_apdu,
@@ -332,7 +341,10 @@ class ClientSettings:
     protected with ``security_control`` (0x30: authenticated and encrypted).
     ``system_title``: the client's (8 octets).  ``invocation_counter``: the first one
     the client uses (it must exceed what the meter saw last).  ``challenge``: CtoS
-    for HLS-GMAC (random, 16 octets, when None).
+    for HLS-GMAC (random, 16 octets, when None).  ``dedicated_key``: proposed in the
+    AARQ and used for the xDLMS APDUs of ``ciphering`` ``"ded"``/``"general-ded"``
+    (which need it).  ``replay_guard``: the meters' last accepted invocation counters
+    (pass one that outlives the client, e.g. restored from disk; a fresh one when None).
     """
 
     authentication: Authentication = "none"
@@ -342,11 +354,13 @@ class ClientSettings:
     system_title: bytes = b"HGW\x00\x00\x00\x00\x01"
     invocation_counter: int = 1
     security_control: int = 0x30
-    ciphering: Literal["glo", "general-glo"] = "glo"
+    ciphering: CipherKind = "glo"
+    dedicated_key: bytes | None = field(default=None, repr=False)
     conformance: int = DEFAULT_CONFORMANCE
     max_receive_pdu_size: int = 0xFFFF
     timeout_s: float = 10.0
     challenge: bytes | None = None
+    replay_guard: ReplayGuard | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.authentication not in ("none", "lls", "hls-gmac"):
@@ -361,6 +375,15 @@ class ClientSettings:
                 raise LocalProtocolError("an authenticated security control needs the auth key")
         if self.auth_key is not None:
             check_key(self.auth_key, "authentication key")
+        if self.ciphering not in ("glo", "general-glo", "ded", "general-ded"):
+            raise LocalProtocolError(f"unknown ciphering {self.ciphering!r}")
+        if self.dedicated_key is not None:
+            check_key(self.dedicated_key, "dedicated key")
+            if self.key is None:
+                raise LocalProtocolError("a dedicated key needs the global encryption key "
+                                         "(the AARQ that carries it is ciphered)")
+        if self.ciphering in ("ded", "general-ded") and self.dedicated_key is None:
+            raise LocalProtocolError(f"ciphering {self.ciphering!r} needs a dedicated key")
         if len(self.system_title) != 8:
             raise LocalProtocolError("a system title is 8 octets")
         if not 0 <= self.invocation_counter <= 0xFFFFFFFF:
@@ -407,7 +430,10 @@ class DlmsClient:
         self.server_max_receive_pdu_size = 0
         self.server_system_title: bytes | None = None
         self._ic = self.settings.invocation_counter
-        self._guard = ReplayGuard()
+        # Global-key counters outlive the association (and, through the settings, the
+        # process); the dedicated key is new for each association, so are its counters.
+        self._guard = self.settings.replay_guard or ReplayGuard()
+        self._ded_guard = ReplayGuard()
         self._invoke = 0
         self._pending: _Pending | None = None
         self._deadline: float | None = None
@@ -441,14 +467,17 @@ class DlmsClient:
         self._invoke = self._invoke % 15 + 1
         return self._invoke
 
-    def _protect(self, apdu: bytes, *, kind: Literal["glo", "general-glo"] | None = None) -> bytes:
+    def _protect(self, apdu: bytes, *, kind: CipherKind | None = None) -> bytes:
         if not self._ciphered:
             return apdu
         s = self.settings
         assert s.key is not None
-        out = cipher_apdu(apdu, kind=kind or s.ciphering, security_control=s.security_control,
+        kind = kind or s.ciphering
+        key = s.dedicated_key if kind in ("ded", "general-ded") else s.key
+        assert key is not None
+        out = cipher_apdu(apdu, kind=kind, security_control=s.security_control,
                           system_title=s.system_title, invocation_counter=self._ic,
-                          key=s.key, auth_key=s.auth_key)
+                          key=key, auth_key=s.auth_key)
         self._ic += 1
         return out
 
@@ -471,8 +500,13 @@ class DlmsClient:
 
     def _send_aarq(self) -> list[ClientEvent]:
         s = self.settings
-        initiate = InitiateRequest(proposed_conformance=s.conformance,
-                                   client_max_receive_pdu_size=s.max_receive_pdu_size).encode()
+        conformance = s.conformance
+        if self._ciphered and s.ciphering.startswith("general-"):
+            # general-glo/-ded-ciphering is the "general protection" service (GB9 table 16)
+            conformance |= Conformance.GENERAL_PROTECTION
+        initiate = InitiateRequest(proposed_conformance=conformance,
+                                   client_max_receive_pdu_size=s.max_receive_pdu_size,
+                                   dedicated_key=s.dedicated_key).encode()
         mechanism: int | None = None
         value: bytes | None = None
         if s.authentication == "lls":
@@ -631,13 +665,20 @@ class DlmsClient:
         if title is None:
             raise self._fail(RemoteProtocolError("a ciphered APDU before the server's system title",
                                                  raw=apdu))
+        dedicated = (isinstance(ciphered, GeneralDedCiphering)
+                     or (isinstance(ciphered, ServiceCiphered) and ciphered.dedicated))
+        guard = self._ded_guard if dedicated else self._guard
         try:
-            self._guard.check(title, ciphered.invocation_counter)
-            plain = decipher_apdu(ciphered, key=self.settings.key, auth_key=self.settings.auth_key,
-                                  system_title=title)
+            if dedicated and self.settings.dedicated_key is None:
+                raise DecryptionError("a ded-ciphered APDU, but no dedicated key was proposed",
+                                      reason="no_key", raw=apdu)
+            guard.check(title, ciphered.invocation_counter)
+            plain = decipher_apdu(
+                ciphered, key=self.settings.dedicated_key if dedicated else self.settings.key,
+                auth_key=self.settings.auth_key, system_title=title)
         except ProtocolError as exc:
             raise self._fail(exc) from exc
-        self._guard.accept(title, ciphered.invocation_counter)
+        guard.accept(title, ciphered.invocation_counter)
         return plain
 
     def _on_apdu(self, raw: bytes, now: float) -> list[ClientEvent]:
@@ -740,7 +781,9 @@ class DlmsClient:
             if self._ciphered and isinstance(user, ConfirmedServiceError) and user.service == 1:
                 raise self._fail(DecryptionError(
                     "the meter could not decipher the association request "
-                    f"({reason}): the encryption or authentication key differs",
+                    f"({reason}): the encryption or authentication key differs (or the "
+                    f"meter saw invocation counter {self.settings.invocation_counter} "
+                    "before: is the counter file of the data dir lost?)",
                     reason="wrong_key", raw=raw))
             hint = " (wrong password?)" if aare.diagnostic == 13 else ""
             raise self._fail(RemoteProtocolError(
@@ -768,9 +811,11 @@ class DlmsClient:
         self._wait(now)
         method = CosemMethodDescriptor(class_id=ClassId.ASSOCIATION_LN, instance=ASSOCIATION_LN,
                                        method=1)
-        return self._send_apdu(ActionRequestNormal(
-            method=method, parameters=axdr.octet_string(reply),
-            invoke_id_and_priority=invoke_id_and_priority(iid)).encode())
+        action = ActionRequestNormal(method=method, parameters=axdr.octet_string(reply),
+                                     invoke_id_and_priority=invoke_id_and_priority(iid)).encode()
+        # Pass 3 belongs to the association's establishment: global key, not the dedicated.
+        kind: CipherKind = _GLOBAL_FORM[s.ciphering]
+        return [Send(data=self.framing.send(self._protect(action, kind=kind)))]
 
     def _on_hls_reply(self, apdu: ActionResponseNormal, raw: bytes) -> list[ClientEvent]:
         s = self.settings
@@ -802,6 +847,11 @@ _CIPHERED_FIRST: Final = frozenset(
     {0x21, 0x28, 0x2E, 0xC8, 0xC9, 0xCA, 0xCB, 0xCC, 0xCD, 0xCF,
      0x41, 0x48, 0x4E, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD7, 0xDB, 0xDC}
 )
+
+# The global-key form of each ciphering (for the HLS-GMAC pass 3).
+_GLOBAL_FORM: Final[dict[CipherKind, CipherKind]] = {
+    "glo": "glo", "general-glo": "general-glo", "ded": "glo", "general-ded": "general-glo",
+}
 
 _RESPONSES: Final[dict[str, tuple[type, ...]]] = {
     "get": (GetResponseNormal, GetResponseWithDataBlock),

@@ -32,12 +32,13 @@ meters (current ×0.001), which cannot be told apart from the frames.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, tzinfo
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from gateway.errors import FramingError
 from gateway.model import Reading, make_reading
@@ -54,6 +55,7 @@ __all__ = [
     "ClassId",
     "ClockAttribute",
     "PushContent",
+    "PushLayout",
     "ScalerUnit",
     "clock_time",
     "extended_register_reading",
@@ -639,7 +641,11 @@ def _scan_su(buf: bytes, pos: int, end: int) -> ScalerUnit | None:
 _Item = tuple[int, DataType, DataValue, bytes, ScalerUnit | None]
 
 
-def _scan_items(buf: bytes, pos: int, end: int) -> tuple[list[_Item], int] | None:
+def _scan_items(buf: bytes, pos: int, end: int, spans: list[tuple[int, int] | None] | None = None
+                ) -> tuple[list[_Item], int] | None:
+    """The items of the body at ``pos``; with ``spans``, also where each item's value
+    octets are (start, stop), or None for an item whose octets are all constant in a
+    layout (OBIS codes and scaler_units)."""
     if pos + 2 > end or buf[pos] not in (0x01, 0x02) or buf[pos + 1] >= 0x80:
         return None
     count = buf[pos + 1]
@@ -653,6 +659,8 @@ def _scan_items(buf: bytes, pos: int, end: int) -> tuple[list[_Item], int] | Non
             su = _scan_su(buf, pos, end)
             if su is not None:
                 append((_SU, DataType.STRUCTURE, None, b"", su))
+                if spans is not None:
+                    spans.append(None)
                 pos += 6
                 continue
             if pos + 10 > end or buf[pos + 1] not in (2, 3) or buf[pos + 2] != 0x09 \
@@ -663,6 +671,8 @@ def _scan_items(buf: bytes, pos: int, end: int) -> tuple[list[_Item], int] | Non
             leaf = _scan_leaf(buf, pos + 10, end)
             if leaf is None:
                 return None
+            if spans is not None:
+                spans.append(_value_span(buf, pos + 10, leaf[2]))
             kind, value, pos = leaf
             su = None
             if members == 3:
@@ -675,10 +685,18 @@ def _scan_items(buf: bytes, pos: int, end: int) -> tuple[list[_Item], int] | Non
         leaf = _scan_leaf(buf, pos, end)
         if leaf is None:
             return None
+        start = pos
         kind, value, pos = leaf
         code = _OBIS if kind is _OCTETS and len(value) == 6 else _LEAF  # type: ignore[arg-type]
         append((code, kind, value, b"", None))
+        if spans is not None:
+            spans.append(_value_span(buf, start, pos) if code == _LEAF else None)
     return items, pos
+
+
+def _value_span(buf: bytes, leaf: int, stop: int) -> tuple[int, int]:
+    """The value octets of the leaf at ``leaf`` (after its tag, and its length octet)."""
+    return (leaf + 2 if buf[leaf] in (0x09, 0x0A) else leaf + 1), stop
 
 
 def fast_push_content(data: bytes, pos: int, stamp: bytes = b"", *,
@@ -704,17 +722,29 @@ def fast_push_content(data: bytes, pos: int, stamp: bytes = b"", *,
     if scanned is None:
         return None
     items, end = scanned
+    found = _entries(items)
+    if found is None:
+        return None
+    entries, _sources, list_id, _list_source = found
+    return _content(entries, list_id, stamp, meter_tz), end
+
+
+def _entries(items: list[_Item]) -> tuple[list[Entry], list[int], str | None, int] | None:
+    """The entries of the scanned items (None: not one of the two layouts), the item
+    each entry's value comes from, the list id and the item it comes from (-1: none)."""
     codes = [item[0] for item in items]
     entries: list[Entry] = []
+    sources: list[int] = []
     list_id = None
+    list_source = -1
     if codes and codes.count(_STRUCT) == len(codes):
         # Aidon: {OBIS, value[, scaler_unit]} per item
-        seen_list_id = False
-        for _, kind, value, raw, su in items:
+        for i, (_, kind, value, raw, su) in enumerate(items):
             obis, rid = _obis_of(raw)
             entries.append((rid, obis, kind, value, su))
-            if not seen_list_id and raw[2:5] == _LIST_ID_CDE:
-                seen_list_id = True  # the first one counts, as in _list_id
+            sources.append(i)
+            if list_source < 0 and raw[2:5] == _LIST_ID_CDE:
+                list_source = i  # the first one counts, as in _list_id
                 list_id = _string(value)
     elif _OBIS in codes[:-1] and _STRUCT not in codes:
         # OBIS, value[, scaler_unit] runs in one structure
@@ -730,25 +760,209 @@ def fast_push_content(data: bytes, pos: int, stamp: bytes = b"", *,
                 assert isinstance(value, bytes)
                 obis, rid = _obis_of(value)
                 entries.append((rid, obis, nxt[1], nxt[2], su))
+                sources.append(i + 1)
                 i += 3 if su is not None else 2
             else:
                 if code != _SU:
                     entries.append((f"body.{i}", None, kind, value, None))
+                    sources.append(i)
                 i += 1
-        list_id = _flat_list_id(items)
+        list_source = _flat_list_source(items)
+        list_id = _string(items[list_source][2]) if list_source >= 0 else None
     else:
         return None
-    return _content(entries, list_id, stamp, meter_tz), end
+    return entries, sources, list_id, list_source
 
 
-def _flat_list_id(items: list[_Item]) -> str | None:
-    """:func:`_list_id` over the scanned items of a flat list."""
+def _flat_list_source(items: list[_Item]) -> int:
+    """:func:`_list_id` over the scanned items of a flat list: the index of the item
+    holding the list id (-1: none)."""
     last = len(items) - 1
     for i, (code, _, value, _, _) in enumerate(items):
         if code == _OBIS and i < last and value[2:5] == _LIST_ID_CDE:  # type: ignore[index]
-            nxt = items[i + 1]
-            return _string(nxt[2]) if nxt[0] != _SU else None
+            return i + 1 if items[i + 1][0] != _SU else -1
     first = items[0]
     if first[0] == _LEAF and first[1] in (_VISIBLE, _OCTETS):
-        return _string(first[2])
-    return None
+        return 0
+    return -1
+
+
+# ------------------------------------------------------------- layout cache
+# A meter pushes the same list again and again: the same OBIS codes, scaler_units,
+# types and string lengths; only the values change.  A PushLayout is compiled from one
+# body by the fast path's own scan.  For the next bodies one regular expression checks
+# every constant octet (structure headers, OBIS codes, tags, lengths, scaler_units) in
+# one C call and one struct.unpack_from reads every value; each entry keeps its last
+# Reading, reused while its value is the same (readings are immutable), and converts a
+# new value with _reading, the function the other paths use.  A body that differs in
+# any constant octet does not match (None): the caller takes the fast path, whose
+# result the layout reproduces exactly (a property test holds them together).
+_UNPACK: Final = {(1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
+                  (4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
+_UNSET: Final = object()
+
+
+_GENERAL, _TIMES, _DIVIDED = range(3)
+
+
+def _int_rule(obis: ObisCode | None, kind: DataType, su: ScalerUnit | None,
+              vendor: _Vendor | None) -> tuple[int, int, int, str | None]:
+    """How :func:`_reading` maps an integer of this entry: ``(_TIMES, factor, 0, unit)``
+    (value × factor), ``(_DIVIDED, divisor, digits, unit)`` (value / divisor rounded),
+    or ``(_GENERAL, …)`` for anything that is not a plain integer (call _reading)."""
+    if axdr.FIXED_INT_TAGS[kind.value] is None:
+        return _GENERAL, 0, 0, None
+    scaler, unit = 0, None
+    if su is not None:
+        scaler, unit = su.scaler, su.unit_text
+    elif vendor is not None and obis is not None:
+        rule = vendor.scaling.get((obis.c, obis.d))
+        if rule is not None:
+            scaler, unit = rule
+    if scaler >= 0:
+        return _TIMES, 10**scaler, 0, unit
+    return _DIVIDED, 10 ** (-scaler), -scaler, unit
+
+
+class PushLayout:
+    """The compiled layout of one push body (see the comment above); one decoder
+    keeps a few, for the lists its meter alternates."""
+
+    __slots__ = ("_entries", "_ints", "_list_id", "_list_slot", "_match", "_others",
+                 "_primed", "_readings", "_special", "_unpack", "_values", "_vendor", "length")
+
+    def __init__(self, data: bytes, pos: int, items: list[_Item],
+                 spans: list[tuple[int, int] | None], entries: list[Entry], sources: list[int],
+                 list_id: str | None, list_source: int) -> None:
+        pattern: list[bytes] = []
+        fmt = [">"]
+        slot_of: dict[int, int] = {}
+        prev = pos
+        for i, (span, item) in enumerate(zip(spans, items, strict=True)):
+            if span is None or span[0] == span[1]:
+                continue  # constant: an OBIS code, a scaler_unit, null, an empty string
+            start, stop = span
+            pattern.append(re.escape(data[prev:start]))
+            pattern.append(b".{%d}" % (stop - start))
+            if start > prev:
+                fmt.append(f"{start - prev}x")
+            spec = _FIXED[data[start - 1]] if item[1] is not _OCTETS and \
+                item[1] is not _VISIBLE else None
+            fmt.append(_UNPACK[(spec[1], spec[2])] if spec is not None and item[1] is not
+                       DataType.DATE_TIME else f"{stop - start}s")
+            slot_of[i] = len(slot_of)
+            prev = stop
+        end = len(data)
+        pattern.append(re.escape(data[prev:end]))
+        self.length = end - pos
+        self._match = re.compile(b"".join(pattern), re.DOTALL).fullmatch
+        self._unpack = struct.Struct("".join(fmt)).unpack_from
+        self._list_id = list_id
+        self._list_slot = slot_of.get(list_source, -1)
+        # per entry: reading id, OBIS, type, scaler_unit, value slot (-1: constant), the
+        # constant value, how an integer becomes the reading's value (see _int_rule);
+        # and, in _converters, its last value and reading
+        vendor = _VENDORS.get(list_id) if list_id else None
+        self._entries = [(rid, obis, kind, su, slot_of.get(src, -1), value,
+                          *_int_rule(obis, kind, su, vendor))
+                         for (rid, obis, kind, value, su), src in zip(entries, sources, strict=True)]
+        # the last value and reading of each entry (a constant entry's never change)
+        self._values: list[Any] = [_UNSET] * len(entries)
+        self._readings: list[Reading | None] = [None] * len(entries)
+        self._primed = False
+        self._vendor = vendor
+        # the entries whose value varies: integers mapped inline, the others by _reading
+        self._ints = [(n, e[4], e[6], e[7], e[8], e[0], e[9])
+                      for n, e in enumerate(self._entries) if e[4] >= 0 and e[6] != _GENERAL]
+        self._others = [(n, e[4], e[2], e[0], e[1], e[3])
+                        for n, e in enumerate(self._entries) if e[4] >= 0 and e[6] == _GENERAL]
+        # entries that may name the meter or carry its clock (see _content)
+        self._special = [n for n, (_, obis, _, _, _) in enumerate(entries)
+                         if obis is not None and (
+                             (obis.a, obis.b, obis.c, obis.d, obis.e) in _METER_ID_RANK
+                             or (obis.c == 1 and obis.d == 0 and obis.e == 0))]
+
+    @classmethod
+    def compile(cls, data: bytes, pos: int) -> PushLayout | None:
+        """The layout of the body at ``data[pos:]`` (to its end), or None when the fast
+        path does not read it."""
+        spans: list[tuple[int, int] | None] = []
+        scanned = _scan_items(data, pos, len(data), spans)
+        if scanned is None or scanned[1] != len(data):
+            return None
+        found = _entries(scanned[0])
+        if found is None:
+            return None
+        return cls(data, pos, scanned[0], spans, *found)
+
+    def content(self, data: bytes, pos: int, stamp: bytes,
+                meter_tz: tzinfo | None) -> PushContent | None:
+        """:func:`fast_push_content` of a body of this layout (to the end of ``data``),
+        or None when the body is not of this layout."""
+        if len(data) - pos != self.length or self._match(data, pos) is None:
+            return None
+        raw = self._unpack(data, pos)
+        if self._list_slot >= 0 and _string(raw[self._list_slot]) != self._list_id:
+            return None  # another list (and maybe another vendor's scaling)
+        vendor = self._vendor
+        values = self._values
+        readings = self._readings
+        if not self._primed:  # the constant entries, once
+            for n, (rid, obis, kind, su, slot, const, *_rule) in enumerate(self._entries):
+                if slot < 0:
+                    values[n] = const
+                    readings[n] = _reading(rid, obis, kind, const, su, vendor, meter_tz)
+            self._primed = True
+        # One entry's values are all of one Python type (its A-XDR type is fixed), so
+        # an equal value is the same value: its reading stands.
+        make = make_reading
+        for n, slot, rule, arg, digits, rid, unit in self._ints:
+            number = raw[slot]
+            if number != values[n]:
+                values[n] = number
+                readings[n] = make(rid, number * arg if rule == _TIMES
+                                   else round(number / arg, digits), unit, None, ())
+        for n, slot, kind, rid, obis, su in self._others:
+            value = raw[slot]
+            if kind is _VISIBLE:
+                value = value.decode("latin-1")
+            elif kind is DataType.DATE_TIME:
+                value = CosemDateTime.decode(value)
+            if value != values[n] or values[n] is _UNSET:
+                values[n] = value
+                readings[n] = _reading(rid, obis, kind, value, su, vendor, meter_tz)
+        return self._finish(readings, stamp, meter_tz)
+
+    def _finish(self, readings: list[Reading | None], stamp: bytes,
+                meter_tz: tzinfo | None) -> PushContent:
+        """What _content does after the readings: the meter id, the clock, the stamp."""
+        meter_id: str | None = None
+        best = len(_METER_ID_RANK)
+        clock: datetime | None = None
+        has_clock = False
+        for n in self._special:
+            reading = readings[n]
+            if reading is None:
+                continue
+            obis = self._entries[n][1]
+            assert obis is not None
+            rank = _METER_ID_RANK.get((obis.a, obis.b, obis.c, obis.d, obis.e))
+            if rank is not None and rank < best and isinstance(reading.value, str) \
+                    and reading.value:
+                best, meter_id = rank, reading.value
+            if obis.c == 1 and obis.d == 0 and obis.e == 0:
+                has_clock = True
+                if clock is None:
+                    value = self._values[n]
+                    if isinstance(value, bytes) and len(value) == 12:
+                        clock = _stamp_info(value, meter_tz)[0]
+                    elif isinstance(value, CosemDateTime):
+                        clock = value.to_datetime(meter_tz)
+        out = [r for r in readings if r is not None]
+        timestamp = None
+        if len(stamp) == 12:
+            timestamp, stamp_text = _stamp_info(stamp, meter_tz)
+            if not has_clock and stamp_text is not None:
+                out.insert(0, make_reading("0-0:1.0.0", stamp_text, None, None, ()))
+        return _new_content(tuple(out), timestamp or clock, meter_id, self._list_id,
+                            meter_id if best == 0 else None)

@@ -19,7 +19,9 @@ increase per system title (a replay is refused, ``reason="replay"``, and counted
 :attr:`DlmsPushDecoder.replays`); it is remembered only once a frame proved genuine.
 Layouts are mapped by :func:`.cosem.fast_push_content` straight from the octets when
 they are one of the two common ones, else through :class:`~.apdu.DataNotification` and
-:func:`.cosem.push_content` (the same result).
+:func:`.cosem.push_content` (the same result); the layout of each list read by the fast
+path is compiled (:class:`.cosem.PushLayout`) and the next pushes of that list are read
+through it, as long as every octet but the values is the same.
 
 Events: :class:`~gateway.model.MeterFrame` (``protocol="dlms"``; ``meter_id`` = the
 logical device name 0-0:42.0.0 if the push holds one, else the system title in hex for
@@ -65,6 +67,7 @@ from gateway.protocols.dlms.apdu import (
 from gateway.protocols.dlms.axdr import decode_length
 from gateway.protocols.dlms.cosem import (
     PushContent,
+    PushLayout,
     fast_push_content,
     push_content,
     register_reading,
@@ -123,6 +126,8 @@ _MBUS_STOP: Final = 0x16
 _GLO: Final = 0xDB
 # first octets of the APDUs a push may carry in a wrapper PDU
 _PUSH_TAGS: Final = frozenset({0x0F, 0xC2, 0xDB, 0xDC})
+_LAYOUTS: Final = 4  # layouts kept per decoder (Norwegian meters alternate 3 lists)
+_MAX_COMPILES: Final = 16  # then only while at least half the compiled ones get used
 _START: Final = re.compile(rb"[\x7e\x68\x00\xdb]")  # where a frame may start
 
 
@@ -146,8 +151,12 @@ class DlmsPushDecoder:
         meter_tz: tzinfo | None = None,
         max_frame: int = 65536,
         max_junk: int = 4096,
+        replay_guard: ReplayGuard | None = None,
     ) -> None:
-        """Raises:
+        """``replay_guard``: the invocation counters accepted so far (one restored from
+        disk makes a frame replayed after a restart fail too; a fresh one when None).
+
+        Raises:
         LocalProtocolError: a key that is not 16 bytes, ``max_frame`` < 2048 or
             ``max_junk`` < 16.
         """
@@ -170,7 +179,11 @@ class DlmsPushDecoder:
         self._silent_until = 0
         self._junk_start = -1
         self._junk = bytearray()
-        self._guard = ReplayGuard()
+        self._guard = replay_guard if replay_guard is not None else ReplayGuard()
+        # compiled layouts of the lists this meter pushes (cosem.PushLayout), newest first
+        self._layouts: list[PushLayout] = []
+        self._layout_compiles = 0
+        self._layout_hits = 0
         # segmented HDLC information per (destination, source): parts, raw frames, offset
         self._hdlc_parts: dict[tuple[hdlc.HdlcAddress, hdlc.HdlcAddress],
                                tuple[list[bytes], list[bytes], int]] = {}
@@ -575,9 +588,23 @@ class DlmsPushDecoder:
             return None
         if pos > n:
             return None
+        for layout in self._layouts:
+            content = layout.content(plain, pos, stamp_raw, self._tz)
+            if content is not None:
+                self._layout_hits += 1
+                return content
         result = fast_push_content(plain, pos, stamp_raw, meter_tz=self._tz)
         if result is None or result[1] != n:
             return None
+        # A new list (or the first): compile its layout for the next pushes.  A meter
+        # whose every push differs in a constant octet (a string changing length)
+        # stops being compiled for after a while: the layouts would never be used.
+        if self._layout_compiles < _MAX_COMPILES or self._layout_compiles <= 2 * self._layout_hits:
+            compiled = PushLayout.compile(plain, pos)
+            if compiled is not None:
+                self._layout_compiles += 1
+                self._layouts.insert(0, compiled)
+                del self._layouts[_LAYOUTS:]
         return result[0]
 
     def _decipher(self, system_title: bytes, security_control: int, counter: int,

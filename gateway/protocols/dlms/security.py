@@ -36,6 +36,7 @@ the same ciphertext, whose first 12 octets are compared in constant time.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
@@ -56,6 +57,7 @@ __all__ = [
     "COMPRESSED",
     "ENCRYPTED",
     "TAG_LEN",
+    "CipherKind",
     "ReplayGuard",
     "SecurityControl",
     "check_key",
@@ -398,12 +400,17 @@ class ReplayGuard:
     counter cannot lock the meter out.  ``refused`` counts the replays refused.
     """
 
-    def __init__(self) -> None:
-        self._last: dict[bytes, int] = {}
+    def __init__(self, last: Mapping[bytes, int] | None = None) -> None:
+        """``last``: the counters accepted before (e.g. restored after a restart)."""
+        self._last: dict[bytes, int] = {bytes(k): v for k, v in (last or {}).items()}
         self.refused = 0
 
     def last(self, system_title: bytes) -> int | None:
         return self._last.get(bytes(system_title))
+
+    def counters(self) -> dict[bytes, int]:
+        """The last accepted counter per system title (a copy, to persist)."""
+        return dict(self._last)
 
     def check(self, system_title: bytes, invocation_counter: int) -> None:
         """Raises:

@@ -6,7 +6,9 @@ Green Book ed. 9 clauses 9.3-9.4; Blue Book ed. 13 for the interface classes).
   ``reply_to_HLS_authentication`` on 0-0:40.0.0.255 whose f(StoC) is checked and
   answered with f(CtoS)), plain or ciphered (security suite 0: the ciphered LN
   context, glo- or general-glo-ciphered requests answered in the same form, the
-  client's invocation counter must increase); GET normal / next (block transfer when
+  client's invocation counter must increase; a dedicated key proposed in the
+  InitiateRequest is kept for the association, and ded- or general-ded-ciphered
+  requests are deciphered and answered with it); GET normal / next (block transfer when
   the reply exceeds the negotiated PDU size) / with-list, SET normal, ACTION normal on
   a small object model; RLRQ.  A request it cannot serve gets the data access error
   the standard names (object undefined, read-write denied, …), never an exception.
@@ -17,7 +19,7 @@ Green Book ed. 9 clauses 9.3-9.4; Blue Book ed. 13 for the interface classes).
   with selective access by range on its first column and by entry).  Values are given
   as callables so a simulator can make them change with time.
 
-Not implemented: SN referencing, object list (class 15 attribute 2), dedicated keys,
+Not implemented: SN referencing, object list (class 15 attribute 2), general-ciphering,
 SET/ACTION with blocks, GET with-list replies larger than the PDU size, access rights
 per association (every associated client may read and write everything).
 """
@@ -30,7 +32,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from gateway.errors import DecryptionError, LocalProtocolError, ProtocolError
 from gateway.protocols.dlms import axdr, hdlc
@@ -47,11 +49,13 @@ from gateway.protocols.dlms.apdu import (
     AuthenticationMechanism,
     CaptureObjectDefinition,
     ConfirmedServiceError,
+    Conformance,
     CosemAttributeDescriptor,
     DataAccessResult,
     DataNotification,
     EntryDescriptor,
     ExceptionResponse,
+    GeneralDedCiphering,
     GeneralGloCiphering,
     GetRequestNext,
     GetRequestNormal,
@@ -72,6 +76,7 @@ from gateway.protocols.dlms.axdr import CosemDateTime, Data
 from gateway.protocols.dlms.client import DEFAULT_CONFORMANCE, Authentication, Framing
 from gateway.protocols.dlms.cosem import ASSOCIATION_LN, ClassId, ScalerUnit, clock_time
 from gateway.protocols.dlms.security import (
+    CipherKind,
     ReplayGuard,
     check_key,
     cipher_apdu,
@@ -88,6 +93,7 @@ __all__ = [
     "DlmsServer",
     "ProfileGenericObject",
     "RegisterObject",
+    "SecurityCounters",
     "ServerConnection",
     "ServerSettings",
 ]
@@ -339,7 +345,8 @@ class ServerSettings:
     system_title: bytes = b"HGWSIM\x00\x01"
     invocation_counter: int = 1
     security_control: int = 0x30
-    conformance: int = DEFAULT_CONFORMANCE
+    # what the client proposes, and general protection (general-glo/-ded-ciphering)
+    conformance: int = DEFAULT_CONFORMANCE | Conformance.GENERAL_PROTECTION
     max_pdu_size: int = 1024
     challenge: bytes | None = None
 
@@ -390,17 +397,34 @@ class _Stats:
     replays: int = 0
 
 
+@dataclass(slots=True)
+class SecurityCounters:
+    """What a meter remembers across associations and connections: its own next
+    invocation counter and the clients' last accepted ones (share one between the
+    :class:`DlmsServer` instances of one meter, as a real meter keeps them)."""
+
+    invocation_counter: int = 1
+    guard: ReplayGuard = field(default_factory=ReplayGuard)
+
+
 class DlmsServer:
     """One logical device's association state (one client at a time)."""
 
     def __init__(self, objects: Mapping[tuple[int, ObisCode], CosemObject],
-                 settings: ServerSettings | None = None) -> None:
+                 settings: ServerSettings | None = None, *,
+                 counters: SecurityCounters | None = None) -> None:
         self.objects = dict(objects)
         self.settings = settings or ServerSettings()
         self.stats = _Stats()
-        self._ic = self.settings.invocation_counter
-        self._guard = ReplayGuard()
+        self.counters = counters or SecurityCounters(
+            invocation_counter=self.settings.invocation_counter)
+        self._guard = self.counters.guard
         self._reset()
+
+    def _next_ic(self) -> int:
+        ic = self.counters.invocation_counter
+        self.counters.invocation_counter += 1
+        return ic
 
     def _reset(self) -> None:
         self._phase = _Phase.IDLE
@@ -411,7 +435,11 @@ class DlmsServer:
         self._send_limit = self.settings.max_pdu_size
         self._conformance = 0
         self._blocks: _Blocks | None = None
-        self._reply_kind: Literal["glo", "general-glo"] = "glo"
+        self._reply_kind: CipherKind = "glo"
+        # The dedicated key of this association (from the InitiateRequest), and the
+        # counters seen with it: both end with the association.
+        self._dedicated_key: bytes | None = None
+        self._ded_guard = ReplayGuard()
 
     @property
     def associated(self) -> bool:
@@ -421,15 +449,15 @@ class DlmsServer:
         self.objects[(obj.class_id, obj.logical_name)] = obj
 
     # ---------------------------------------------------------- ciphering
-    def _protect(self, apdu: bytes, kind: Literal["glo", "general-glo"]) -> bytes:
+    def _protect(self, apdu: bytes, kind: CipherKind) -> bytes:
         if not self._ciphered:
             return apdu
         s = self.settings
-        assert s.key is not None
+        key = self._dedicated_key if kind in ("ded", "general-ded") else s.key
+        assert key is not None
         out = cipher_apdu(apdu, kind=kind, security_control=s.security_control,
-                          system_title=s.system_title, invocation_counter=self._ic, key=s.key,
-                          auth_key=s.auth_key)
-        self._ic += 1
+                          system_title=s.system_title, invocation_counter=self._next_ic(),
+                          key=key, auth_key=s.auth_key)
         return out
 
     def notification(self, body: Data, *, when: datetime | None = None,
@@ -443,9 +471,8 @@ class DlmsServer:
         if s.key is None:
             return plain
         out = cipher_apdu(plain, kind="general-glo", security_control=s.security_control,
-                          system_title=s.system_title, invocation_counter=self._ic, key=s.key,
-                          auth_key=s.auth_key)
-        self._ic += 1
+                          system_title=s.system_title, invocation_counter=self._next_ic(),
+                          key=s.key, auth_key=s.auth_key)
         return out
 
     # ------------------------------------------------------------- input
@@ -464,9 +491,9 @@ class DlmsServer:
         if self._phase is _Phase.IDLE:
             # xDLMS services need an association (GB9 9.3.2): service-not-allowed.
             return [ExceptionResponse(state_error=1, service_error=1).encode()]
-        kind: Literal["glo", "general-glo"] = "glo"
+        kind: CipherKind = "glo"
         if isinstance(decoded, GeneralGloCiphering | ServiceCiphered):
-            kind = "general-glo" if isinstance(decoded, GeneralGloCiphering) else "glo"
+            kind = _kind(decoded)
             plain = self._decipher(decoded)
             if plain is None:
                 return [ExceptionResponse(state_error=2, service_error=5).encode()]
@@ -486,17 +513,21 @@ class DlmsServer:
         if not self._ciphered or self._client_title is None:
             return None
         title = apdu.system_title if isinstance(apdu, GeneralGloCiphering) else self._client_title
+        dedicated = _kind(apdu) in ("ded", "general-ded")
+        if dedicated and self._dedicated_key is None:
+            return None  # no dedicated key in this association: a deciphering error
+        guard = self._ded_guard if dedicated else self._guard
         try:
-            self._guard.check(title, apdu.invocation_counter)
-            plain = decipher_apdu(apdu, key=self.settings.key, auth_key=self.settings.auth_key,
-                                  system_title=title)
+            guard.check(title, apdu.invocation_counter)
+            plain = decipher_apdu(apdu, key=self._dedicated_key if dedicated else self.settings.key,
+                                  auth_key=self.settings.auth_key, system_title=title)
         except DecryptionError as exc:
             if exc.reason == "replay":
                 self.stats.replays += 1
             return None
         except ProtocolError:
             return None
-        self._guard.accept(title, apdu.invocation_counter)
+        guard.accept(title, apdu.invocation_counter)
         return plain
 
     # ------------------------------------------------------- association
@@ -552,10 +583,14 @@ class DlmsServer:
                 initiate = decoded if isinstance(decoded, InitiateRequest) else None
             except ProtocolError:
                 initiate = None
+        if initiate is not None and initiate.dedicated_key is not None and (
+                not self._ciphered or len(initiate.dedicated_key) != 16):
+            initiate = None  # a dedicated key outside a ciphered context, or not AES-128
         if initiate is None:
             # initiate error "other": the request could not be read (or deciphered)
             error = ConfirmedServiceError(service=1, error_type=6, error_value=0).encode()
             return self._reject(1, context, error)
+        self._dedicated_key = initiate.dedicated_key
         self._conformance = initiate.proposed_conformance & s.conformance
         self._send_limit = min(s.max_pdu_size, initiate.client_max_receive_pdu_size or 0xFFFF)
         response = InitiateResponse(negotiated_conformance=self._conformance,
@@ -591,8 +626,8 @@ class DlmsServer:
             return ActionResponseNormal(result=ActionResult.READ_WRITE_DENIED,
                                         invoke_id_and_priority=req.invoke_id_and_priority).encode()
         reply = hls_gmac_response(self._ctos, system_title=s.system_title,
-                                  invocation_counter=self._ic, key=s.key, auth_key=s.auth_key)
-        self._ic += 1
+                                  invocation_counter=self._next_ic(), key=s.key,
+                                  auth_key=s.auth_key)
         self._phase = _Phase.ASSOCIATED
         return ActionResponseNormal(result=ActionResult.SUCCESS,
                                     return_parameters=axdr.octet_string(reply),
@@ -680,6 +715,15 @@ class DlmsServer:
                 result=DataAccessResult.DATA_BLOCK_NUMBER_INVALID,
                 invoke_id_and_priority=req.invoke_id_and_priority).encode()
         return self._block()
+
+
+def _kind(apdu: GeneralGloCiphering | ServiceCiphered) -> CipherKind:
+    """Which ciphering (and so which key) a ciphered request used."""
+    if isinstance(apdu, GeneralDedCiphering):
+        return "general-ded"
+    if isinstance(apdu, GeneralGloCiphering):
+        return "general-glo"
+    return "ded" if apdu.dedicated else "glo"
 
 
 # ---------------------------------------------------------------- carrier

@@ -52,6 +52,7 @@ from gateway.protocols.obis import ObisCode
 
 EK = bytes(range(16))
 AK = bytes(range(0xD0, 0xE0))
+DK = bytes(range(0x40, 0x50))  # a dedicated key
 ENERGY = ObisCode(1, 0, 1, 8, 0, 255)
 PROFILE = ObisCode(1, 0, 99, 1, 0, 255)
 LDN = ObisCode(0, 0, 42, 0, 0, 255)
@@ -97,6 +98,7 @@ class Pair:
         self.client = DlmsClient(framing=cf, settings=client or ClientSettings())
         self.conn = ServerConnection(server=dlms_server, framing=sf)
         self.wire = 0
+        self.exchanges: list[tuple[bytes, bytes]] = []  # (sent, answered) bytes
 
     def run(self, events: list[ClientEvent]) -> list[ClientEvent]:
         """Deliver sends until the client stops sending; return the non-Send events."""
@@ -107,6 +109,7 @@ class Pair:
             if isinstance(ev, Send):
                 self.wire += len(ev.data)
                 reply = self.conn.receive(ev.data)
+                self.exchanges.append((ev.data, reply))
                 if reply:
                     pending += self.client.feed(reply, now=0.0)
             else:
@@ -146,6 +149,16 @@ SECURITY = [
                                 ciphering="general-glo"),
                  ServerSettings(authentication="hls-gmac", key=EK, auth_key=AK),
                  id="hls-gmac-general-glo"),
+    pytest.param(ClientSettings(key=EK, auth_key=AK, ciphering="general-ded", dedicated_key=DK),
+                 ServerSettings(key=EK, auth_key=AK), id="none-general-ded"),
+    pytest.param(ClientSettings(authentication="lls", password=b"pw", key=EK, auth_key=AK,
+                                ciphering="ded", dedicated_key=DK),
+                 ServerSettings(authentication="lls", password=b"pw", key=EK, auth_key=AK),
+                 id="lls-ded"),
+    pytest.param(ClientSettings(authentication="hls-gmac", key=EK, auth_key=AK,
+                                ciphering="general-ded", dedicated_key=DK),
+                 ServerSettings(authentication="hls-gmac", key=EK, auth_key=AK),
+                 id="hls-gmac-general-ded"),
 ]
 
 
@@ -361,3 +374,98 @@ def test_settings_are_checked() -> None:
         ClientSettings(authentication="hls-gmac", key=EK)
     with pytest.raises(LocalProtocolError):
         ServerSettings(system_title=b"short")
+
+
+# ------------------------------------------------------------- dedicated key
+def apdus(pair: Pair) -> list[tuple[bytes, bytes]]:
+    """Each (request, reply) APDU pair that crossed the wrapper (its 8-octet header cut)."""
+    return [(sent[8:], answer[8:]) for sent, answer in pair.exchanges]
+
+
+def test_general_ded_ciphering_uses_the_proposed_dedicated_key() -> None:
+    from gateway.protocols.dlms.apdu import (
+        AARQ,
+        GeneralDedCiphering,
+        InitiateRequest,
+        ServiceCiphered,
+        decode_apdu,
+    )
+    from gateway.protocols.dlms.security import decipher_apdu
+
+    client = ClientSettings(key=EK, auth_key=AK, ciphering="general-ded", dedicated_key=DK)
+    pair = Pair(client=client, server=ServerSettings(key=EK, auth_key=AK))
+    pair.associate()
+    wire = apdus(pair)
+    # the AARQ carries the dedicated key in its (glo-ciphered, global key) InitiateRequest
+    aarq = decode_apdu(wire[0][0])
+    assert isinstance(aarq, AARQ) and aarq.user_information is not None
+    wrapped = decode_apdu(aarq.user_information)
+    assert isinstance(wrapped, ServiceCiphered) and not wrapped.dedicated
+    initiate = InitiateRequest.decode(decipher_apdu(wrapped, key=EK, auth_key=AK,
+                                                    system_title=client.system_title))
+    assert initiate.dedicated_key == DK
+    assert value_of(pair.get(3, ENERGY, 2)) == axdr.double_long_unsigned(123456)
+    request, reply = apdus(pair)[-1]
+    assert request[0] == reply[0] == 0xDC  # general-ded-ciphering both ways
+    for apdu, title in ((request, client.system_title), (reply, ServerSettings().system_title)):
+        ded = decode_apdu(apdu)
+        assert isinstance(ded, GeneralDedCiphering) and ded.system_title == title
+        assert decipher_apdu(ded, key=DK, auth_key=AK)[0] in (0xC0, 0xC4)
+        with pytest.raises(DecryptionError) as info:  # not made with the global key
+            decipher_apdu(ded, key=EK, auth_key=AK)
+        assert info.value.reason == "wrong_key"
+
+
+def test_a_dedicated_key_lasts_one_association() -> None:
+    from gateway.protocols.dlms.apdu import ExceptionResponse, decode_apdu
+
+    pair = Pair(client=ClientSettings(key=EK, auth_key=AK, ciphering="general-ded",
+                                      dedicated_key=DK), server=ServerSettings(key=EK, auth_key=AK))
+    pair.associate()
+    pair.get(3, ENERGY, 2)
+    old_request = pair.exchanges[-1][0]
+    assert pair.run(pair.client.release(now=0.0)) == [Released()]
+    # a new association (same server) with another dedicated key and counters far ahead:
+    # the old general-ded request is refused, its key went with its association
+    pair.client = DlmsClient(framing=WrapperFraming(local_wport=16, remote_wport=1),
+                             settings=ClientSettings(key=EK, auth_key=AK, ciphering="general-ded",
+                                                     dedicated_key=bytes(16),
+                                                     invocation_counter=1000))
+    pair.associate()
+    assert isinstance(decode_apdu(pair.conn.receive(old_request)[8:]), ExceptionResponse)
+    assert value_of(pair.get(3, ENERGY, 2)) == axdr.double_long_unsigned(123456)
+
+
+def test_ded_ciphering_without_a_dedicated_key_is_refused() -> None:
+    from gateway.protocols.dlms.apdu import ExceptionResponse, decode_apdu
+    from gateway.protocols.dlms.security import cipher_apdu
+
+    # the server: a general-ded request in an association that set up no dedicated key
+    pair = Pair(client=ClientSettings(key=EK, auth_key=AK), server=ServerSettings(key=EK, auth_key=AK))
+    pair.associate()
+    ded = cipher_apdu(bytes.fromhex("C001C100080000010000FF0200"), kind="general-ded",
+                      security_control=0x30, system_title=pair.client.settings.system_title,
+                      invocation_counter=500, key=DK, auth_key=AK)
+    reply = pair.dlms_server.handle(ded)
+    assert isinstance(decode_apdu(reply[0]), ExceptionResponse)
+    # the client: a general-ded reply when it proposed no dedicated key
+    sends = pair.client.get(CosemAttributeDescriptor(class_id=3, instance=ENERGY, attribute=2),
+                            now=0.0)
+    assert isinstance(sends[0], Send)
+    answer = cipher_apdu(bytes.fromhex("C401C1000600000001"), kind="general-ded",
+                         security_control=0x30, system_title=ServerSettings().system_title,
+                         invocation_counter=900, key=DK, auth_key=AK)
+    with pytest.raises(DecryptionError) as info:
+        pair.client.feed(bytes.fromhex("000100010010") + len(answer).to_bytes(2, "big") + answer,
+                         now=0.0)
+    assert info.value.reason == "no_key"
+
+
+def test_dedicated_key_settings_are_checked() -> None:
+    with pytest.raises(LocalProtocolError, match="needs a dedicated key"):
+        ClientSettings(key=EK, auth_key=AK, ciphering="general-ded")
+    with pytest.raises(LocalProtocolError, match="global encryption key"):
+        ClientSettings(dedicated_key=DK)
+    with pytest.raises(LocalProtocolError):
+        ClientSettings(key=EK, auth_key=AK, dedicated_key=b"short")
+    assert "4041" not in repr(ClientSettings(key=EK, auth_key=AK, dedicated_key=DK))
