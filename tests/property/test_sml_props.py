@@ -287,6 +287,69 @@ def test_cached_decoding_equals_plain_decoding_on_the_captures() -> None:
     assert cached == plain
 
 
+def _plain(stream: bytes) -> list[tuple[object, ...]]:
+    """What decode_file + meter_frame make of each file of ``stream`` (no caches, no
+    templates), in the shape of :func:`summary`."""
+    out: list[tuple[object, ...]] = []
+    for ev in SmlTransportDecoder().feed(stream):
+        if not isinstance(ev, TransportFrame):
+            continue
+        try:
+            frame = meter_frame(decode_file(ev.payload), raw=ev.raw, offset=ev.offset)
+        except GatewayError:
+            out.append(("framing",))
+            continue
+        out.append(("frame", frame) if frame is not None else ("unsupported",))
+    return out
+
+
+def _mapped(stream: bytes) -> list[tuple[object, ...]]:
+    return [("frame", e) if isinstance(e, MeterFrame) else (e.reason,)
+            for e in SmlDecoder().feed(stream)
+            if isinstance(e, MeterFrame) or e.reason in ("framing", "unsupported")]
+
+
+def _same_length_pairs() -> list[tuple[bytes, bytes]]:
+    pairs = []
+    for capture in CAPTURES:
+        payloads = [e.payload for e in SmlTransportDecoder().feed(capture)
+                    if isinstance(e, TransportFrame)]
+        pairs += [(a, b) for a, b in zip(payloads, payloads[1:], strict=False) if len(a) == len(b)]
+    return pairs
+
+
+PAIRS = _same_length_pairs()
+
+
+def test_the_file_template_gives_what_the_plain_decode_gives_on_simulated_streams() -> None:
+    for variant in ("ehz", "edl21"):
+        sim = SmlSimulator(variant, seed=3)  # type: ignore[arg-type]
+        now = datetime(2026, 1, 15, 7, 0, tzinfo=UTC)
+        stream = b"".join(sim.file(now + timedelta(seconds=i)) for i in range(120))
+        assert _mapped(stream) == _plain(stream)
+        decoder = SmlDecoder()
+        decoder.feed(stream)
+        assert decoder._template_hits > 100  # the template was used, not only built
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PAIRS), st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)),
+                                        min_size=1, max_size=4), st.integers(1, 3))
+def test_the_file_template_gives_what_the_plain_decode_gives_on_changed_files(
+    pair: tuple[bytes, bytes], changes: list[tuple[int, int]], repeats: int
+) -> None:
+    """The next files of a meter with any octets changed (the transport CRC made right,
+    so they reach the SML layer): a value, a transaction id, a CRC, or a constant the
+    template must refuse; a changed file may come several times."""
+    first, second = pair
+    changed = bytearray(second)
+    for at, value in changes:
+        changed[at % len(changed)] = value
+    files = [first, second] + [bytes(changed)] * repeats + [second]
+    stream = b"".join(encode_transport(f) for f in files)
+    assert _mapped(stream) == _plain(stream)
+
+
 # ------------------------------------------------------------------ simulator
 @settings(max_examples=25, deadline=None)
 @given(
