@@ -96,6 +96,7 @@ from adapters.mqtt.discovery import (
     config_payload,
     device_block,
     device_info,
+    ha_quantities,
 )
 from adapters.mqtt.throttle import Throttle
 from gateway.backoff import Backoff
@@ -121,7 +122,7 @@ from gateway.model import (
     Reading,
     Snapshot,
 )
-from gateway.quantities import Quantity, normalised_value, quantities_for
+from gateway.quantities import Quantity, normalised_value
 
 log = logging.getLogger(__name__)
 
@@ -1114,15 +1115,16 @@ class MqttAdapter:
         self._live_meters.add(meter)
 
     def _quantities(self, snapshot: Snapshot) -> list[tuple[Reading, Quantity, str]]:
-        """``quantities_for(snapshot)`` with each value topic, memoised per meter.
+        """``ha_quantities(snapshot)`` with each value topic, memoised per meter.
 
         A meter sends the same readings in every snapshot, and what
-        ``quantities_for`` makes of a reading depends only on its id, unit,
-        whether the value is text, its ``extra``, and the M-Bus device types
-        of the snapshot (values of ``0-n:24.1.0``).  That is the memo's key:
-        when it matches the previous snapshot's, the previous answer holds.
+        ``ha_quantities`` makes of a reading depends only on its id, unit,
+        whether the value is text, its ``extra``, the M-Bus device types
+        of the snapshot (values of ``0-n:24.1.0``) and, for an M-Bus meter,
+        the medium in its device id.  That is the memo's key: when it matches
+        the previous snapshot's, the previous answer holds.
         """
-        key = tuple(
+        key = (snapshot.device_id, tuple(  # the device id: an M-Bus meter's medium
             (
                 r.id,
                 r.unit,
@@ -1130,12 +1132,12 @@ class MqttAdapter:
                 r.extra,
             )
             for r in snapshot.readings
-        )
+        ))
         memo = self._quantity_memo.get(snapshot.meter)
         if memo is None or memo[0] != key:
             meter = snapshot.meter
             plan = [
-                (q, self.topics.quantity(meter, q.key)) for _r, q in quantities_for(snapshot)
+                (q, self.topics.quantity(meter, q.key)) for _r, q in ha_quantities(snapshot)
             ]
             memo = (key, plan)
             self._quantity_memo[meter] = memo

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gateway
-from gateway.model import Snapshot
-from gateway.quantities import Quantity, slug
+from gateway.model import Reading, Snapshot
+from gateway.quantities import Quantity, quantities_for, slug
 
 ORIGIN_NAME = "han-gateway"
 #: Published as ``origin.support_url`` when set (the project has no public URL yet).
@@ -272,3 +272,104 @@ def config_payload(
     if expire_after_s is not None:
         payload["expire_after"] = expire_after_s
     return payload
+
+
+# ------------------------------------------------------------------ M-Bus
+# M-Bus readings (EN 13757-3) are keyed by what the VIF says, not by OBIS: the codec
+# puts the VIF's quantity in ``extra["quantity"]`` and the unit, scaled, in ``unit``
+# (gateway/protocols/mbus/tables.py).  HA wants a device class whose unit list holds
+# the unit (https://developers.home-assistant.io/docs/core/entity/sensor/), and a
+# total that only grows as ``total_increasing`` so that it shows in the Energy
+# dashboard; so units are converted to one HA accepts for the class.
+
+# M-Bus unit -> (HA unit, factor from the M-Bus unit)
+_MBUS_UNITS: Mapping[str, tuple[str, float]] = {
+    "Wh": ("kWh", 1e-3),
+    "J": ("GJ", 1e-9),
+    "cal": ("kWh", 4.184 / 3.6e6),  # the (thermochemical) calorie of the 2013 VIF table
+    "m³": ("m³", 1.0),
+    "ft³": ("m³", 0.028316846592),
+    "US gal": ("m³", 0.003785411784),
+    "W": ("W", 1.0),
+    "J/h": ("W", 1 / 3600),
+    "m³/h": ("m³/h", 1.0),
+    "m³/min": ("m³/h", 60.0),
+    "m³/s": ("m³/h", 3600.0),
+    "US gal/min": ("m³/h", 0.003785411784 * 60),
+    "US gal/h": ("m³/h", 0.003785411784),
+    "°C": ("°C", 1.0),
+    "°F": ("°F", 1.0),
+}
+
+# extra["quantity"] -> (device class, or None: by medium; cumulative total?)
+_MBUS_KINDS: Mapping[str, tuple[str | None, bool]] = {
+    "energy": ("energy", True),
+    "volume": (None, True),
+    "power": ("power", False),
+    "volume_flow": ("volume_flow_rate", False),
+    "flow_temperature": ("temperature", False),
+    "return_temperature": ("temperature", False),
+    "external_temperature": ("temperature", False),
+}
+
+# medium (the last part of an M-Bus meter id, "12345678-PAD-01-water") -> HA class
+# of its volume total; other media (heat meters' water volume) keep "volume".
+_MBUS_VOLUME_CLASS: Mapping[str, str] = {
+    "water": "water", "cold_water": "water", "warm_water": "water", "hot_water": "water",
+    "dual_water": "water", "irrigation_water": "water", "water_logger": "water",
+    "gas": "gas", "gas_logger": "gas", "gas_converter": "gas",
+}  # fmt: skip
+
+
+def mbus_quantity(reading: Reading, *, medium: str | None = None) -> Quantity | None:
+    """The HA quantity of an M-Bus reading, or None when the mapping does not know it.
+
+    Totals (energy, volume) are ``total_increasing`` only as instantaneous values of
+    the current storage (0): a stored value of a past due date, a maximum or an error
+    state is no running total, so it gets no state class.  Volumes of a water or gas
+    meter (``medium``) are ``water``/``gas`` so that they land in the Energy dashboard.
+    """
+    extra = dict(reading.extra)
+    kind = extra.get("quantity")
+    conversion = _MBUS_UNITS.get(reading.unit or "")
+    if not isinstance(kind, str) or kind not in _MBUS_KINDS or conversion is None:
+        return None
+    if isinstance(reading.value, str):  # an error state or a text the meter sent
+        return None
+    device_class, total = _MBUS_KINDS[kind]
+    unit, scale = conversion
+    if device_class is None:
+        device_class = _MBUS_VOLUME_CLASS.get(medium or "", "volume")
+    function = extra.get("function", "instantaneous")
+    if total:
+        live = function == "instantaneous" and extra.get("storage", 0) == 0
+        state_class = "total_increasing" if live else None
+    else:
+        state_class = "measurement" if function != "error" else None
+    return Quantity(key=slug(reading.id), name=_mbus_name(reading.id), device_class=device_class,
+                    state_class=state_class, unit=unit, scale=scale)
+
+
+def _mbus_name(reading_id: str) -> str:
+    """``volume_flow_max_s5`` -> ``Volume flow max s5``."""
+    return reading_id.replace("_", " ").capitalize()
+
+
+def _mbus_medium(snapshot: Snapshot) -> str | None:
+    device = snapshot.device_id or ""
+    return device.rsplit("-", 1)[-1] if "-" in device else None
+
+
+def ha_quantities(snapshot: Snapshot) -> list[tuple[Reading, Quantity]]:
+    """:func:`gateway.quantities.quantities_for`, with the M-Bus readings of an
+    ``mbus`` snapshot mapped by :func:`mbus_quantity` (keys stay unique: an M-Bus
+    reading id is unique within its frame and its slug is the key)."""
+    out = quantities_for(snapshot)
+    if snapshot.protocol != "mbus":
+        return out
+    medium = _mbus_medium(snapshot)
+    mapped: list[tuple[Reading, Quantity]] = []
+    for reading, quantity in out:
+        q = mbus_quantity(reading, medium=medium)
+        mapped.append((reading, quantity if q is None else replace(q, key=quantity.key)))
+    return mapped
