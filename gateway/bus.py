@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from datetime import datetime
@@ -96,6 +96,22 @@ class LoadFeedback:
     on: bool
     at: datetime
     power_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrEventReport:
+    """What a device says about a DR event it was sent (ZigBee DRLC ReportEventStatus, ...).
+
+    Published by the adapter that heard it; the MQTT adapter forwards it to
+    ``han/<gateway>/dr/<event>/report`` and the rule runner keeps it in the audit trail.
+    """
+
+    event_id: str  # the DemandResponseEvent it answers ("" when the device's id is not ours)
+    device: str  # the device's address in its network (IEEE address, ...)
+    status: str  # received, started, completed, opted_out, ... (the network's own names)
+    at: datetime  # when the device says it happened
+    source: str  # the network: "zigbee"
+    detail: dict[str, Any] = field(default_factory=dict)  # the network's fields, JSON-able
 
 
 class Subscription(Generic[T]):

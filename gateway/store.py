@@ -131,7 +131,7 @@ class AuditEntry:
     """One decision in the audit trail (see gateway/schema/v2.sql)."""
 
     ts: datetime
-    kind: str  # command | override | signal | reload | failsafe
+    kind: str  # command | override | signal | reload | dr_report
     load: str = ""
     action: str = ""
     rule: str = ""

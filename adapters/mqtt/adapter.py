@@ -83,6 +83,7 @@ from adapters.mqtt.config import MqttConfig
 from adapters.mqtt.control import (
     actuator_payload,
     dr_json,
+    dr_report_json,
     error_json,
     load_state_json,
     parse_override,
@@ -102,6 +103,7 @@ from adapters.mqtt.throttle import Throttle
 from gateway.backoff import Backoff
 from gateway.bus import (
     Bus,
+    DrEventReport,
     MeterStatus,
     OutboxChanged,
     OverrideRequest,
@@ -329,7 +331,7 @@ class MqttAdapter:
         )
         control: Subscription[Any] = bus.subscribe(
             PriceSignal, DemandResponseEvent, LoadState, SignalRejected, OverrideResult,
-            maxsize=1000,
+            DrEventReport, maxsize=1000,
         )
         for status in bus.last_status.values():
             self._meter_online[status.meter] = status.online
@@ -397,6 +399,9 @@ class MqttAdapter:
                 self._publish(session, self.topics.error,
                               error_json(event.kind, event.source, event.reason, event.received),
                               retain=False, qos=0)
+            elif isinstance(event, DrEventReport):
+                self._publish_tracked(session, self.topics.dr_report(event.event_id or "unknown"),
+                                      dr_report_json(event), retain=False)
             elif isinstance(event, OverrideResult):
                 if not event.ok:
                     self._publish(session, self.topics.error,

@@ -12,6 +12,8 @@ Topics under ``<base>/<gateway>/`` (payloads documented in the README):
 - ``price`` (out, retained): the current price; ``dr/<event id>`` (out,
   retained; cleared when cancelled); ``load/<name>/state`` (out, retained):
   on/off, the rule and reason, override, fail-safe deadline;
+- ``dr/<event id>/report`` (out): what a device said about the event (e.g. a
+  ZigBee load controller's ReportEventStatus: received, started, opted out);
 - ``error`` (out): every refused message, with the reason.
 
 Actuators ``mqtt:<topic>``: SHED publishes ``payload_off`` (default ``OFF``),
@@ -28,9 +30,10 @@ import math
 from datetime import datetime
 from typing import Any
 
+from gateway.bus import DrEventReport
 from gateway.model import DemandResponseEvent, LoadAction, LoadCommand, LoadState, PriceSignal
 
-__all__ = ["Override", "actuator_payload", "dr_json", "error_json", "load_state_json",
+__all__ = ["Override", "actuator_payload", "dr_json", "dr_report_json", "error_json", "load_state_json",
            "parse_override", "price_json"]
 
 _MODES = ("on", "off", "limit", "auto")
@@ -101,6 +104,11 @@ def dr_json(e: DemandResponseEvent) -> str:
                   "load_classes": list(e.load_classes), "target_power_w": e.target_power_w,
                   "load_adjustment_pct": e.load_adjustment_pct,
                   "duty_cycle_pct": e.duty_cycle_pct, "issuer": e.issuer, "source": e.source})
+
+
+def dr_report_json(r: DrEventReport) -> str:
+    return _dump({"event_id": r.event_id, "device": r.device, "status": r.status,
+                  "time": _iso(r.at), "source": r.source, "detail": r.detail})
 
 
 def load_state_json(s: LoadState) -> str:

@@ -83,6 +83,9 @@ class Topics:
     def dr(self, event_id: str) -> str:
         return f"{self.root}/dr/{topic_segment(event_id)}"
 
+    def dr_report(self, event_id: str) -> str:
+        return f"{self.dr(event_id)}/report"
+
     @property
     def dr_set(self) -> str:
         return f"{self.root}/dr/set"

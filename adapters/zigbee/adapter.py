@@ -43,7 +43,7 @@ from adapters.zigbee.config import DATABASE_NAME, HA_PROFILE, SE_PROFILE, Zigbee
 from adapters.zigbee.esi import DRLC, PRICE, SERVED_CLUSTERS, EsiServer, Frame
 from adapters.zigbee.events import DrlcEventStatus, PriceAck
 from gateway.backoff import Backoff
-from gateway.bus import Bus, LoadFeedback, MeterStatus, Subscription
+from gateway.bus import Bus, DrEventReport, LoadFeedback, MeterStatus, Subscription
 from gateway.clock import Clock, RealClock
 from gateway.errors import AdapterError
 from gateway.model import DemandResponseEvent, LoadAction, LoadCommand, LoadState, PriceSignal, Snapshot
@@ -416,6 +416,10 @@ class ZigbeeAdapter:
                          report.device, report.status_name)
                 if self._bus is not None:
                     self._bus.publish(report)
+                    self._bus.publish(DrEventReport(
+                        event_id=report.event_id or "", device=report.device,
+                        status=report.status_name, at=report.status_time, source="zigbee",
+                        detail=report.to_json()))
             else:
                 self.price_acks.append(report)
                 del self.price_acks[:-100]

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.backoff import Backoff
-from gateway.bus import Bus, LoadFeedback, OverrideRequest, OverrideResult
+from gateway.bus import Bus, DrEventReport, LoadFeedback, OverrideRequest, OverrideResult
 from gateway.clock import Clock, RealClock
 from gateway.errors import GatewayError
 from gateway.model import (
@@ -93,7 +93,7 @@ class RuleRunner:
     async def run(self) -> None:
         """Evaluate and send until cancelled."""
         sub = self.bus.subscribe(Snapshot, PriceSignal, DemandResponseEvent, OverrideRequest,
-                                 LoadFeedback, maxsize=10000)
+                                 LoadFeedback, DrEventReport, maxsize=10000)
         now = self.clock.now()
         # Signals published before we subscribed (a retained price, say) still count.
         if self.bus.last_price is not None:
@@ -161,6 +161,9 @@ class RuleRunner:
             self._override(item, now)
         elif isinstance(item, LoadFeedback):
             self._feedback(item, now)
+        elif isinstance(item, DrEventReport):
+            self._record("dr_report", "", item.status[:32], item.event_id[:64], item.device[:64],
+                         item.source, dict(item.detail))
 
     def _override(self, req: OverrideRequest, now: datetime) -> None:
         why: str | None = None

@@ -6,7 +6,7 @@
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     ts     REAL NOT NULL,                -- when it was decided (UTC epoch seconds)
-    kind   TEXT NOT NULL,                -- command | override | signal | reload | failsafe
+    kind   TEXT NOT NULL,                -- command | override | signal | reload | dr_report
     load   TEXT NOT NULL DEFAULT '',     -- the load, or '' for signals and reloads
     action TEXT NOT NULL DEFAULT '',     -- shed | restore | limit | on | off | auto | refused | ...
     rule   TEXT NOT NULL DEFAULT '',

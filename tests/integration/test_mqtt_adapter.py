@@ -496,3 +496,41 @@ async def test_unreachable_broker_backs_off_without_crashing(rig: RigFactory) ->
     health = r.adapter.health()
     assert not health.ok and "cannot connect" in health.detail
     assert await r.outbox.count() == 1
+
+
+async def test_control_state_published_and_dr_reports_forwarded(
+    mosquitto: Any, rig: RigFactory, mqtt_subscriber: Any
+) -> None:
+    """Prices, DR events and load states on the bus become retained topics; a device's
+    report about a DR event is forwarded; a cancelled event's retained topic is cleared."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.bus import DrEventReport
+    from gateway.model import DemandResponseEvent, LoadState, PriceSignal
+
+    r = await started(rig(mosquitto.url, discovery=False))
+    sub = mqtt_subscriber(mosquitto, f"{r.root}/price", f"{r.root}/dr/#", f"{r.root}/load/#")
+    await r.wait_connected()
+    now = datetime.now(UTC)
+    r.bus.publish(PriceSignal(start=now, end=now + timedelta(hours=1), price_per_kwh=0.42, tier=3))
+    r.bus.publish(DemandResponseEvent(event_id="e9", start=now, end=now + timedelta(hours=1),
+                                      criticality=7))
+    r.bus.publish(LoadState(load="boiler", on=False, since=now, rule="dr", reason="dr.criticality >= 5"))
+    r.bus.publish(DrEventReport(event_id="e9", device="00:0d:6f:00:00:00:aa:01", status="received",
+                                at=now, source="zigbee", detail={"issuer_event_id": 12}))
+    report = await sub.wait_for(lambda m: m.topic == f"{r.root}/dr/e9/report")
+    assert not report.retain and report.json()["status"] == "received"
+    assert report.json()["detail"] == {"issuer_event_id": 12}
+    price = await sub.wait_for(lambda m: m.topic == f"{r.root}/price")
+    assert price.json()["price"] == 0.42 and price.json()["tier"] == 3
+    state = await sub.wait_for(lambda m: m.topic == f"{r.root}/load/boiler/state")
+    assert state.json()["state"] == "OFF" and state.json()["rule"] == "dr"
+    await sub.wait_for(lambda m: m.topic == f"{r.root}/dr/e9" and m.json()["criticality"] == 7)
+    # retained for a late subscriber; cleared when the event is cancelled
+    late = mqtt_subscriber(mosquitto, f"{r.root}/dr/e9")
+    assert (await late.wait_for(lambda m: m.topic == f"{r.root}/dr/e9")).retain
+    r.bus.publish(DemandResponseEvent(event_id="e9", start=now, end=now + timedelta(hours=1),
+                                      cancelled=True))
+    await sub.wait_for(lambda m: m.topic == f"{r.root}/dr/e9" and m.payload == b"")
+    for topic in (f"{r.root}/price", f"{r.root}/load/boiler/state"):
+        publish_raw(mosquitto, topic, b"", retain=True)

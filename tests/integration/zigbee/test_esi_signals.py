@@ -18,6 +18,7 @@ import pytest
 
 from adapters.zigbee.adapter import ZigbeeAdapter
 from adapters.zigbee.events import DrlcEventStatus
+from gateway.bus import DrEventReport
 from gateway.bus import Bus
 from gateway.model import DemandResponseEvent, PriceSignal
 
@@ -89,6 +90,7 @@ async def test_prices_requested_and_pushed(network: VirtualNetwork, bus: Bus, ad
 async def test_dr_event_sent_acknowledged_and_cancelled(network: VirtualNetwork, bus: Bus, adapter: ZigbeeAdapter,
                                                         profile: int, esi_ep: int) -> None:
     statuses = bus.subscribe(DrlcEventStatus)
+    reports = bus.subscribe(DrEventReport)
     ihd = make_display(network, profile=profile)
     network.join(ihd)
     await network.joined(ihd)
@@ -122,6 +124,10 @@ async def test_dr_event_sent_acknowledged_and_cancelled(network: VirtualNetwork,
     assert (status.status, status.status_name) == (0x01, "received")
     assert status.device == "00:0d:6f:00:00:00:aa:01"
     assert status.criticality_applied == 7
+    report = await asyncio.wait_for(reports.get(), 5)  # the network-neutral form, for MQTT
+    assert (report.event_id, report.device, report.status, report.source) == (
+        "evt-7", "00:0d:6f:00:00:00:aa:01", "received", "zigbee")
+    assert report.detail["issuer_event_id"] == lce["issuer_event_id"]
 
     # a display that asks for scheduled events gets the same LCE, with its TSN
     rsp = await ihd.request(0x0701, 0x01, struct.pack("<IB", 0, 0), dst_ep=esi_ep, cluster_specific=True)
