@@ -11,7 +11,8 @@ published on the bus as a :class:`~gateway.model.LoadState`, and every
 decision goes to the audit trail.
 
 Commands to one load are sent in order, one at a time; loads do not wait for
-each other.  A command that fails (adapter down, timeout) is retried with
+each other.  A commanded load's state is published once its command was
+delivered.  A command that fails (adapter down, timeout) is retried with
 backoff until it succeeds or a newer command for that load replaces it, so a
 restore is never lost to a broker outage.
 
@@ -211,12 +212,16 @@ class RuleRunner:
                   publish: tuple[str, ...] = ()) -> None:
         cmds = self.engine.evaluate(now)
         self.counters["evaluations"] += 1
-        changed = {c.load for c in cmds} | set(publish)
+        commanded = {c.load for c in cmds}
         for cmd in cmds:
             self._send(cmd)
         if cmds or publish_all or publish:
+            # A commanded load's new state is published once its command is delivered
+            # (see _deliver): it says what was done, and the command reaches the network
+            # first instead of queueing behind its state message.
             for st in self.engine.load_states():
-                if publish_all or st.load in changed or self._differs(st):
+                if publish_all or (st.load not in commanded
+                                   and (st.load in publish or self._differs(st))):
                     self.bus.publish(st)
 
     def _differs(self, st: LoadState) -> bool:
@@ -259,6 +264,10 @@ class RuleRunner:
                     continue
                 if state is not None and state.power_w is not None:
                     self.engine.report(state, self.clock.now())
+                if self._latest.get(cmd.load) == seq:
+                    for st in self.engine.load_states():
+                        if st.load == cmd.load:
+                            self.bus.publish(st)
                 return
 
     # ---------------------------------------------------------------- audit
