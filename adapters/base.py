@@ -8,6 +8,8 @@ until cancelled.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,3 +70,25 @@ class Adapter(Protocol):
 @runtime_checkable
 class Actuator(Adapter, Protocol):
     async def apply(self, cmd: LoadCommand) -> LoadState: ...
+
+
+async def stop_task(task: asyncio.Task[None] | None, *, grace_s: float, what: str) -> None:
+    """End an adapter's main task: give it ``grace_s`` to finish on its own (it was told
+    to stop, e.g. to say goodbye to its peer), then cancel it; log how it had failed.
+
+    A cancellation of the caller propagates, and cancels the task too: it is never
+    left behind.
+    """
+    if task is None:
+        return
+    if not task.done():
+        try:
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).error("%s task had failed: %r", what, task.exception())

@@ -55,7 +55,7 @@ from xknx.secure.keyring import Keyring, load_keyring
 from xknx.telegram import GroupAddress, Telegram, TelegramDirection
 from xknx.telegram.apci import GroupValueRead, GroupValueResponse, GroupValueWrite
 
-from adapters.base import AdapterContext, Health
+from adapters.base import AdapterContext, Health, stop_task
 from adapters.knx.actuator import ActuatorAddress, parse_actuator_address
 from adapters.knx.config import Datapoint, Exposure, KnxConfig, UnitMismatch, unit_factor
 from gateway.backoff import Backoff
@@ -197,21 +197,8 @@ class KnxAdapter:
     async def stop(self) -> None:
         """Disconnect and end the task started by ``start``."""
         self._stop.set()
-        task = self._task
-        if task is None:
-            return
-        if not task.done():
-            try:
-                done, _ = await asyncio.wait({task}, timeout=_STOP_S * 2)
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if not done:
-                task.cancel()
-                await asyncio.wait({task})
-        self._task = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("KNX adapter task had failed: %r", task.exception())
+        task, self._task = self._task, None
+        await stop_task(task, grace_s=_STOP_S * 2, what="KNX adapter")
 
     async def run(self, bus: Bus) -> None:
         """Connect, expose and reconnect until ``stop()`` or cancellation."""

@@ -78,7 +78,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from adapters.base import AdapterContext, Health, Outbox
+from adapters.base import AdapterContext, Health, Outbox, stop_task
 from adapters.mqtt.config import MqttConfig
 from adapters.mqtt.control import (
     actuator_payload,
@@ -307,21 +307,8 @@ class MqttAdapter:
         """Publish ``offline``, disconnect cleanly and end the task started by ``start``."""
         self._stop.set()
         self._wake.set()
-        task = self._task
-        if task is None:
-            return
-        if not task.done():
-            try:
-                done, _ = await asyncio.wait({task}, timeout=_GRACEFUL_S * 3)
-            except asyncio.CancelledError:
-                task.cancel()  # our caller gave up waiting: do not leave the task behind
-                raise
-            if not done:
-                task.cancel()
-                await asyncio.wait({task})
-        self._task = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("MQTT adapter task had failed: %r", task.exception())
+        task, self._task = self._task, None
+        await stop_task(task, grace_s=_GRACEFUL_S * 3, what="MQTT adapter")
 
     async def run(self, bus: Bus) -> None:
         """Connect, publish and reconnect until ``stop()`` or cancellation."""
