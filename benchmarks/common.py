@@ -102,3 +102,38 @@ def proc_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class MeterFeeder:
+    """A virtual DSMR 5 meter on a pty, written once a second by a thread (``start``/``stop``),
+    so that a daemon under test always has fresh meter data."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from gateway.sim.dsmr import DsmrSimulator
+        from gateway.sim.runner import PtyMeter
+
+        self.sim = DsmrSimulator("dsmr5")
+        self.meter = PtyMeter()
+        self.path = self.meter.path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+
+    def _feed(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        t = datetime(2026, 1, 1, tzinfo=UTC)
+        while not self._stop.is_set():
+            t += timedelta(seconds=1)
+            self.meter.write(self.sim.telegram(t))
+            self._stop.wait(1.0)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.meter.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from benchmarks.common import mosquitto, percentile
+from benchmarks.common import MeterFeeder, mosquitto, percentile
 from benchmarks.gateway_run import Collector, gateway_process
 
 RULES = """
@@ -76,8 +75,6 @@ def _case(quick: bool, *, signed: bool, nodelay: bool) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from gateway.signals.signing import public_key_text, sign
-    from gateway.sim.dsmr import DsmrSimulator
-    from gateway.sim.runner import PtyMeter
 
     n = 40 if quick else 200
     key = Ed25519PrivateKey.generate()
@@ -93,29 +90,18 @@ def _case(quick: bool, *, signed: bool, nodelay: bool) -> dict[str, Any]:
         return json.dumps(sign(obj, key, key_id="dso", seq=seq,
                                expires=datetime.now(UTC) + timedelta(minutes=10)))
 
-    sim = DsmrSimulator("dsmr5")
     shed: list[float] = []
     restore: list[float] = []
     baseline: list[float] = []
     lost = 0
     with tempfile.TemporaryDirectory() as rules_dir, mosquitto(nodelay=nodelay) as port:
         Path(rules_dir, "bench.toml").write_text(RULES)
-        meter = PtyMeter()
-        stop = threading.Event()
-
-        def feed() -> None:
-            t = datetime(2026, 1, 1, tzinfo=UTC)
-            while not stop.is_set():
-                t += timedelta(seconds=1)
-                meter.write(sim.telegram(t))
-                stop.wait(1.0)
-
-        feeder = threading.Thread(target=feed, daemon=True)
+        feeder = MeterFeeder()
         col = Collector(port, "bench/#", "han/bench/load/+/state")
         pub = mqtt.Client(CallbackAPIVersion.VERSION2)
         pub.connect("127.0.0.1", port)
         pub.loop_start()
-        with gateway_process(_config(port, meter.path, Path(rules_dir), extra)):
+        with gateway_process(_config(port, feeder.path, Path(rules_dir), extra)):
             feeder.start()
             # warm-up: the start-up restore reached the actuator topic
             _wait_for(col, 0, lambda topic, body: topic == "bench/boiler/set", timeout=20)
@@ -145,12 +131,10 @@ def _case(quick: bool, *, signed: bool, nodelay: bool) -> dict[str, Any]:
                 if got is not None:
                     baseline.append((got - t0) * 1e3)
                 time.sleep(0.02 + (i % 5) * 0.01)
-            stop.set()
-        feeder.join(5)
+        feeder.stop()
         pub.loop_stop()
         pub.disconnect()
         col.close()
-        meter.close()
     b50 = percentile(baseline, 50)
     case = ("signed" if signed else "unsigned") + (
         ", broker set_tcp_nodelay" if nodelay else ", broker defaults")

@@ -17,13 +17,18 @@ from __future__ import annotations
 import socket
 import sys
 import tempfile
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import free_port, median, mosquitto, proc_cpu_seconds, proc_rss_mb
+from benchmarks.common import (
+    MeterFeeder,
+    free_port,
+    median,
+    mosquitto,
+    proc_cpu_seconds,
+    proc_rss_mb,
+)
 from benchmarks.gateway_run import gateway_process
 
 RULES = """
@@ -72,26 +77,12 @@ CASES = {"mqtt": "MQTT only (baseline)", "typical": "MQTT, Modbus, web page, rul
 
 
 def _case(quick: bool, *, extent: str) -> dict[str, Any]:
-    from gateway.sim.dsmr import DsmrSimulator
-    from gateway.sim.runner import PtyMeter
-
     seconds = 20 if quick else 60
-    sim = DsmrSimulator("dsmr5")
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as rules_dir, mosquitto() as port:
         Path(rules_dir, "r.toml").write_text(RULES)
-        meter = PtyMeter()
-        stop = threading.Event()
-
-        def feed() -> None:
-            t = datetime(2026, 1, 1, tzinfo=UTC)
-            while not stop.is_set():
-                t += timedelta(seconds=1)
-                meter.write(sim.telegram(t))
-                stop.wait(1.0)
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        with gateway_process(_config(port, meter.path, Path(rules_dir),
+        feeder = MeterFeeder()
+        with gateway_process(_config(port, feeder.path, Path(rules_dir),
                                      extent=extent)) as proc:
             feeder.start()
             time.sleep(5)  # start-up
@@ -102,9 +93,7 @@ def _case(quick: bool, *, extent: str) -> dict[str, Any]:
                 rss.append(proc_rss_mb(proc.pid))
             cpu = (proc_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
             alive = proc.poll() is None
-            stop.set()
-        feeder.join(5)
-        meter.close()
+        feeder.stop()
     return {"scenario": "rss_all",
             "case": CASES[extent],
             "alive": alive, "rss_mb_median": round(median(rss), 1),
