@@ -25,6 +25,8 @@ class Health:
     ok: bool
     detail: str = ""
     counters: Mapping[str, int] = field(default_factory=dict)
+    # the adapter's own task ended with an error (a bug): the supervisor restarts it
+    crashed: bool = False
 
 
 class Outbox(Protocol):

@@ -34,6 +34,7 @@ from gateway.store import AuditEntry, Store
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 3600.0
+ADAPTER_WATCH_S = 2.0
 WRITE_BATCH = 200
 
 
@@ -113,6 +114,8 @@ class Gateway:
                 if self.openadr is not None:
                     tg.create_task(self._supervise("openadr", self.openadr.run), name="openadr")
                 tg.create_task(self._watchdog(), name="watchdog")
+                tg.create_task(self._supervise("adapter-watch", self._adapter_watch),
+                               name="adapter-watch")
                 self.ready.set()
                 log.info("gateway %s running: %d meter(s), adapters: %s", gw.id, len(self.readers),
                          ", ".join(self.adapters) or "none")
@@ -329,6 +332,37 @@ class Gateway:
                 self.bus.publish(OutboxChanged(last_id=last_id))
             finally:
                 self._writer_busy = False
+
+    async def _adapter_watch(self) -> None:
+        """Restart an adapter whose own task crashed (a bug, not a network outage: those
+        an adapter rides out itself), with backoff; meters and store keep running."""
+        backoffs: dict[str, Backoff] = {}
+        due: dict[str, float] = {}
+        while True:
+            await self.clock.sleep(ADAPTER_WATCH_S)
+            for name, adapter in self.adapters.items():
+                health = adapter.health()
+                if not getattr(health, "crashed", False):
+                    continue
+                now = self.clock.monotonic()
+                backoff = backoffs.setdefault(name, Backoff(1.0, 60.0))
+                if name not in due:
+                    due[name] = now + backoff.next_delay()
+                    log.error("adapter %s crashed (%s); restarting it", name, health.detail)
+                if now < due[name]:
+                    continue
+                del due[name]
+                comp = self.components.setdefault(f"adapter:{name}", Component(f"adapter:{name}"))
+                comp.restarts += 1
+                comp.last_error = health.detail
+                try:
+                    await adapter.stop()
+                    await adapter.start(self.bus)
+                except GatewayError as exc:
+                    log.error("adapter %s did not restart: %s", name, exc)
+                    comp.running = False
+                else:
+                    comp.running = True
 
     async def _prune_loop(self) -> None:
         assert self.store is not None

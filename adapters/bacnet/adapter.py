@@ -234,7 +234,8 @@ class BacnetAdapter:
         counters["objects"] = len(self._objects) + 2
         task = self._task
         if task is not None and task.done() and not task.cancelled() and task.exception():
-            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters)
+            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters,
+                          crashed=True)
         return Health(ok=self._bound, detail=self._detail, counters=counters)
 
     @property

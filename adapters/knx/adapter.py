@@ -235,7 +235,8 @@ class KnxAdapter:
             counters["cemi_out_errors"] = cm.cemi_count_outgoing_error
         task = self._task
         if task is not None and task.done() and not task.cancelled() and task.exception():
-            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters)
+            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters,
+                          crashed=True)
         return Health(ok=self._state is ConnectionState.CONNECTED, detail=self._detail,
                       counters=counters)
 

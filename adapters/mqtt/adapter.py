@@ -344,7 +344,8 @@ class MqttAdapter:
         counters["inflight"] = session.inflight if session is not None else 0
         task = self._task
         if task is not None and task.done() and not task.cancelled() and task.exception():
-            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters)
+            return Health(ok=False, detail=f"crashed: {task.exception()!r}", counters=counters,
+                          crashed=True)
         return Health(
             ok=self._state is ConnectionState.CONNECTED, detail=self._detail, counters=counters
         )

@@ -181,6 +181,10 @@ class ZigbeeAdapter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def health(self) -> Health:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            return Health(ok=False, detail=f"crashed: {task.exception()!r}",
+                          counters=dict(self.counters), crashed=True)
         return Health(ok=self.app is not None and self.ready.is_set(), detail=self._detail,
                       counters=dict(self.counters))
 
