@@ -907,13 +907,17 @@ class _Db:
                   json.dumps(r.detail, separators=(",", ":"), default=str)) for r in rows],
             )
 
-    def audit(self, start: float, end: float, load: str | None, limit: int) -> list[tuple[Any, ...]]:
+    def audit(self, start: float, end: float, load: str | None, limit: int,
+              kind: str | None = None) -> list[tuple[Any, ...]]:
         sql = ("SELECT ts, kind, load, action, rule, reason, source, detail FROM audit"
                " WHERE ts >= ? AND ts < ?")
         args: list[Any] = [start, end]
         if load is not None:
             sql += " AND load = ?"
             args.append(load)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         return self.conn.execute(sql, args).fetchall()[::-1]
@@ -1327,15 +1331,17 @@ class Store:
             await self._run("append_audit", True, lambda db: db.append_audit(rows))
 
     async def audit(
-        self, start: datetime, end: datetime, *, load: str | None = None, limit: int = 1000
+        self, start: datetime, end: datetime, *, load: str | None = None,
+        kind: str | None = None, limit: int = 1000,
     ) -> list[AuditEntry]:
-        """Return the newest ``limit`` audit rows with ``start <= ts < end``, oldest first.
+        """Return the newest ``limit`` audit rows with ``start <= ts < end`` (of one load,
+        of one kind, when given), oldest first.
 
         Raises:
             StoreError: the database failed.
         """
         s, e = _epoch(start), _epoch(end)
-        rows = await self._run("audit", False, lambda db: db.audit(s, e, load, limit))
+        rows = await self._run("audit", False, lambda db: db.audit(s, e, load, limit, kind))
         return [AuditEntry(ts=_aware(ts), kind=kind, load=ld, action=action, rule=rule,
                            reason=reason, source=source, detail=json.loads(detail))
                 for ts, kind, ld, action, rule, reason, source, detail in rows]

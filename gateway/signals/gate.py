@@ -108,13 +108,16 @@ class SignalGate:
                      signal.currency, f" tier {signal.tier}" if signal.tier else "",
                      signal.start.isoformat(), signal.end.isoformat())
             detail: dict[str, Any] = {"price": signal.price_per_kwh, "tier": signal.tier,
-                                      "start": signal.start, "end": signal.end}
+                                      "currency": signal.currency, "source": signal.source,
+                                      "start": signal.start.isoformat(),
+                                      "end": signal.end.isoformat()}
         else:
             log.info("DR event %s from %s: %s, criticality %d, %s to %s", signal.event_id,
                      inp.source, "cancelled" if signal.cancelled else "active",
                      signal.criticality, signal.start.isoformat(), signal.end.isoformat())
             detail = {"event_id": signal.event_id, "criticality": signal.criticality,
-                      "cancelled": signal.cancelled, "start": signal.start, "end": signal.end}
+                      "cancelled": signal.cancelled, "start": signal.start.isoformat(),
+                      "end": signal.end.isoformat()}
         if signed is not None:
             detail.update(key_id=signed.key_id, seq=signed.seq)
         await self._record(inp, "accepted", "", detail)

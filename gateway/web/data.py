@@ -20,15 +20,17 @@
   price_per_kwh``, else the current price.  Export is not credited.
 
 Not supported: several meters summed into one household total; gas and heat
-history (electricity only); price history across restarts.
+history (electricity only).  Prices survive restarts through the audit trail
+(:func:`prices_from_audit`).
 """
 
 from __future__ import annotations
 
 import calendar
+import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
@@ -37,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.model import DemandResponseEvent, PriceSignal, Reading, Snapshot
 from gateway.quantities import normalised_value, quantities_for, quantity_for
-from gateway.store import BUCKET_S, Store
+from gateway.store import BUCKET_S, AuditEntry, Store
 
 Period = Literal["day", "week", "month", "year"]
 Compare = Literal["previous", "year"]
@@ -309,6 +311,30 @@ class PriceLog:
             if sig.start <= t < sig.end:
                 return sig
         return None
+
+
+def prices_from_audit(rows: Iterable[AuditEntry]) -> list[PriceSignal]:
+    """The price signals the gateway accepted, from its audit trail (oldest first), so
+    that the cost of today survives a restart.  Rows it cannot read are skipped."""
+    out: list[PriceSignal] = []
+    for row in rows:
+        if (row.kind, row.action, row.rule) != ("signal", "accepted", "price"):
+            continue
+        d = row.detail
+        try:
+            start = datetime.fromisoformat(str(d["start"]))
+            end = datetime.fromisoformat(str(d["end"]))
+            price = float(d["price"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if start.tzinfo is None or end.tzinfo is None or not math.isfinite(price):
+            continue
+        tier = d.get("tier")
+        out.append(PriceSignal(start=start, end=end, price_per_kwh=price,
+                               currency=str(d.get("currency") or "EUR"),
+                               source=str(d.get("source") or row.source),
+                               tier=tier if isinstance(tier, int) else None))
+    return out
 
 
 def price_json(sig: PriceSignal | None, now: datetime) -> dict[str, Any] | None:

@@ -139,9 +139,22 @@ class WebServer:
             shown = f"[{shown}]"
         self._url = f"{'https' if ssl_ctx else 'http'}://{shown}:{bound}/"
         self._runner = runner
+        await self._load_prices()
         self._watch = asyncio.create_task(self._watch_bus(), name="web:bus")
         log.info("web: household page on %s (listening on %s:%s)%s", self._url, host, bound,
                  "" if cfg.password_hash else "; no password set, changes are disabled")
+
+    async def _load_prices(self) -> None:
+        """The prices accepted in the last days (audit trail), to cost today after a restart."""
+        now = datetime.now(UTC)
+        try:
+            rows = await self.ctx.store.audit(now - timedelta(days=3), now + timedelta(minutes=1),
+                                              kind="signal", limit=5000)
+        except StoreError as exc:
+            log.warning("web: cannot read the price history: %s", exc)
+            return
+        for sig in data.prices_from_audit(rows):
+            self.prices.add(sig)
 
     async def stop(self) -> None:
         """Close the event streams and the listener.  Idempotent."""
