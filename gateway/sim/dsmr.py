@@ -24,21 +24,20 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.errors import LocalProtocolError
 from gateway.protocols.dlms_gcm import SMARTY_AUTH_KEY, check_key
 from gateway.protocols.dsmr import crc16_arc, encrypt_telegram
+from gateway.sim.household import Household, gauss_peak
 
 __all__ = ["DsmrSimulator", "Variant"]
 
 Variant = Literal["dsmr5", "dsmr4", "belgian", "smarty"]
 
 _LOCAL: Final = ZoneInfo("Europe/Amsterdam")  # Brussels and Luxembourg keep the same time
-_INTEGRATION_STEP_S: Final = 60.0
-_MAX_STEPS: Final = 2000  # longer gaps are integrated in coarser steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,11 +86,7 @@ _PROFILES: Final[dict[str, _Profile]] = {
 }
 
 # Share of the household load on each phase.
-_PHASE_SHARE: Final = (0.45, 0.32, 0.23)
 
-
-def _gauss_peak(hour: float, centre: float, width: float) -> float:
-    return math.exp(-(((hour - centre) / width) ** 2))
 
 
 def _timestamp(local: datetime) -> str:
@@ -153,10 +148,9 @@ class DsmrSimulator:
         self._last: datetime | None = None
         self._power_w = 0.0  # net import (negative: export) at the previous call
         self._phase_w = (0.0, 0.0, 0.0)
-        self._appliance_until: datetime | None = None
-        self._appliance_w = 0.0
-        self._appliance_phase = 0
-        self._cloud = 0.8  # slowly varying share of clear-sky PV output
+        # solar noon at about 5 degrees east (the Low Countries)
+        self._household = Household(rng, base_w=160.0, pv_peak_w=self._pv_peak_w,
+                                    pv_noon_h=12.7, tz=_LOCAL)
         self._voltage_drift = [0.0, 0.0, 0.0]
         # e-MUCS demand registers: 15-min average, monthly peak, history.
         self._quarter: tuple[datetime, float] | None = None  # start, import Wh at start
@@ -170,101 +164,19 @@ class DsmrSimulator:
         return self._profile.interval_s
 
     # ------------------------------------------------------------------ model
-    def _load_w(self, local: datetime) -> float:
-        """Noise-free household load at a local time."""
-        hour = local.hour + local.minute / 60 + local.second / 3600
-        weekend = local.weekday() >= 5
-        morning = 7.0 if not weekend else 9.0
-        minute_of_day = local.hour * 60 + local.minute
-        fridge = 90.0 if minute_of_day % 45 < 15 else 0.0
-        return (
-            160.0
-            + 40.0 * math.sin(2 * math.pi * hour / 24)
-            + fridge
-            + 900.0 * _gauss_peak(hour, morning + 0.5, 0.7)
-            + 300.0 * _gauss_peak(hour, 12.5, 1.2)
-            + 1400.0 * _gauss_peak(hour, 19.0, 1.5)
-        )
-
-    def _pv_w(self, local: datetime) -> float:
-        """Noise-free PV output (clear sky times the current cloud factor)."""
-        if not self._pv_peak_w:
-            return 0.0
-        day = local.timetuple().tm_yday
-        season = math.sin(2 * math.pi * (day - 80) / 365)  # +1 at midsummer
-        day_length = 12.0 + 4.3 * season
-        noon = 12.7 + (1.0 if local.dst() else 0.0)
-        hour = local.hour + local.minute / 60 + local.second / 3600
-        x = (hour - (noon - day_length / 2)) / day_length
-        if not 0.0 < x < 1.0:
-            return 0.0
-        clear_sky = math.pow(math.sin(math.pi * x), 1.3) * (0.65 + 0.35 * season)
-        return self._pv_peak_w * clear_sky * self._cloud
-
     def _gas_m3_h(self, local: datetime) -> float:
         day = local.timetuple().tm_yday
         hour = local.hour + local.minute / 60
         heating = max(0.0, math.cos(2 * math.pi * (day - 15) / 365)) * (
             0.7 if 6 <= hour < 23 else 0.25
         )
-        hot_water = 0.8 * _gauss_peak(hour, 7.5, 0.3) + 0.6 * _gauss_peak(hour, 19.5, 0.4)
+        hot_water = 0.8 * gauss_peak(hour, 7.5, 0.3) + 0.6 * gauss_peak(hour, 19.5, 0.4)
         return heating + hot_water
-
-    def _update_appliances(self, now: datetime, dt_s: float) -> None:
-        rng = self._rng
-        if self._appliance_until is not None and now >= self._appliance_until:
-            self._appliance_until = None
-            self._appliance_w = 0.0
-        # About one appliance run every 40 minutes on average.
-        if self._appliance_until is None and dt_s > 0 and rng.random() < min(1.0, dt_s / 2400.0):
-            kind = rng.random()
-            if kind < 0.5:
-                power, duration = 2000.0, rng.uniform(90, 240)  # kettle
-            elif kind < 0.8:
-                power, duration = 1800.0, rng.uniform(600, 1800)  # washing machine
-            else:
-                power, duration = 2400.0, rng.uniform(900, 2700)  # oven
-            self._appliance_w = power
-            self._appliance_phase = rng.randrange(3)
-            self._appliance_until = now + timedelta(seconds=duration)
-        # The cloud factor wanders between 0.1 and 1 over minutes.
-        if dt_s > 0:
-            pull = min(1.0, dt_s / 600.0)
-            self._cloud += pull * (0.75 - self._cloud) + rng.gauss(
-                0.0, 0.03 * math.sqrt(min(dt_s, 600.0))
-            )
-            self._cloud = min(1.0, max(0.1, self._cloud))
-
-    def _instant(self, local: datetime) -> tuple[float, float, float]:
-        """Net power per phase (W, positive = import) at ``local``, with noise."""
-        rng = self._rng
-        load = self._load_w(local) * (1.0 + rng.gauss(0.0, 0.03))
-        pv_phase = self._pv_w(local) / 3
-        phases = [load * share - pv_phase for share in _PHASE_SHARE]
-        phases[self._appliance_phase] += self._appliance_w
-        return (phases[0], phases[1], phases[2])
 
     def _integrate(self, start: datetime, end: datetime, end_power_w: float) -> None:
         """Advance the registers from ``start`` to ``end``."""
-        dt_s = (end - start).total_seconds()
-        if dt_s <= 0:
-            return
-        if dt_s <= _INTEGRATION_STEP_S:
-            # Short step: trapezoid between the previous and the new reading,
-            # so the registers agree with the powers the telegrams showed.
-            segments = [(dt_s, self._power_w, end_power_w, end)]
-        else:
-            steps = min(_MAX_STEPS, math.ceil(dt_s / _INTEGRATION_STEP_S))
-            step_s = dt_s / steps
-            segments = []
-            previous = self._power_w
-            for i in range(1, steps + 1):
-                at = start + timedelta(seconds=step_s * i)
-                local = at.astimezone(_LOCAL)
-                power = end_power_w if i == steps else self._load_w(local) - self._pv_w(local)
-                segments.append((step_s, previous, power, at))
-                previous = power
-        for seconds, p0, p1, at in segments:
+        for seconds, p0, p1, at in self._household.segments(start, end, self._power_w,
+                                                            end_power_w):
             local = at.astimezone(_LOCAL)
             tariff = self._tariff_index(local)
             hours = seconds / 3600
@@ -338,8 +250,8 @@ class DsmrSimulator:
             now = now.replace(tzinfo=UTC)
         local = now.astimezone(_LOCAL)
         dt_s = 0.0 if self._last is None else (now - self._last).total_seconds()
-        self._update_appliances(now, dt_s)
-        phases = self._instant(local)
+        self._household.update(now, dt_s)
+        phases = self._household.instant(local)
         total = sum(phases)
         if self._last is not None:
             self._integrate(self._last, now, total)

@@ -28,14 +28,14 @@ Not modelled: signatures (listSignature stays empty), meter-side errors
 from __future__ import annotations
 
 import argparse
-import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.errors import ConfigError, LocalProtocolError
 from gateway.protocols.obis import ObisCode
+from gateway.sim.household import Household
 from gateway.protocols.sml import (
     CloseResponse,
     CrcVariant,
@@ -54,9 +54,6 @@ Variant = Literal["ehz", "edl21"]
 VARIANTS: Final[tuple[Variant, ...]] = ("ehz", "edl21")
 
 _LOCAL: Final = ZoneInfo("Europe/Berlin")
-_PHASE_SHARE: Final = (0.45, 0.32, 0.23)
-_INTEGRATION_STEP_S: Final = 60.0
-_MAX_STEPS: Final = 2000
 # DLMS unit codes (see gateway.protocols.sml.DLMS_UNITS).
 _WH, _W, _V, _A, _HZ = 30, 27, 35, 33, 44
 
@@ -64,9 +61,6 @@ _WH, _W, _V, _A, _HZ = 30, 27, 35, 33, 44
 def _obis(text: str) -> bytes:
     return ObisCode.parse(text).to_bytes()
 
-
-def _gauss_peak(hour: float, centre: float, width: float) -> float:
-    return math.exp(-(((hour - centre) / width) ** 2))
 
 
 class SmlSimulator:
@@ -104,7 +98,6 @@ class SmlSimulator:
         # fabrication block, serial number.
         self.server_id: Final = b"\x0a\x01" + flag + b"\x00" + serial.to_bytes(4, "big")
         self._flag = flag
-        self._pv_peak_w = pv_peak_w
         self._rng = random.Random(seed)
         rng = self._rng
         self._import_wh = [rng.uniform(2e6, 5e6), rng.uniform(5e5, 2e6)]  # tariff 1 (day), 2 (night)
@@ -116,89 +109,21 @@ class SmlSimulator:
         self._last: datetime | None = None
         self._power_w = 0.0
         self._phase_w = (0.0, 0.0, 0.0)
-        self._appliance_until: datetime | None = None
-        self._appliance_w = 0.0
-        self._appliance_phase = 0
-        self._cloud = 0.8
+        # solar noon at about 8.5 degrees east (central Germany)
+        self._household = Household(rng, base_w=170.0, pv_peak_w=pv_peak_w, pv_noon_h=13.2,
+                                    tz=_LOCAL)
         self._voltage = [230.0, 230.0, 230.0]
 
     # ------------------------------------------------------------------ model
-    def _load_w(self, local: datetime) -> float:
-        hour = local.hour + local.minute / 60 + local.second / 3600
-        morning = 9.0 if local.weekday() >= 5 else 7.0
-        fridge = 90.0 if (local.hour * 60 + local.minute) % 45 < 15 else 0.0
-        return (
-            170.0
-            + 40.0 * math.sin(2 * math.pi * hour / 24)
-            + fridge
-            + 900.0 * _gauss_peak(hour, morning + 0.5, 0.7)
-            + 300.0 * _gauss_peak(hour, 12.5, 1.2)
-            + 1400.0 * _gauss_peak(hour, 19.0, 1.5)
-        )
-
-    def _pv_w(self, local: datetime) -> float:
-        if not self._pv_peak_w:
-            return 0.0
-        season = math.sin(2 * math.pi * (local.timetuple().tm_yday - 80) / 365)
-        day_length = 12.0 + 4.3 * season
-        noon = 13.2 + (1.0 if local.dst() else 0.0)
-        hour = local.hour + local.minute / 60 + local.second / 3600
-        x = (hour - (noon - day_length / 2)) / day_length
-        if not 0.0 < x < 1.0:
-            return 0.0
-        clear_sky = math.pow(math.sin(math.pi * x), 1.3) * (0.65 + 0.35 * season)
-        return self._pv_peak_w * clear_sky * self._cloud
-
-    def _update_appliances(self, now: datetime, dt_s: float) -> None:
-        rng = self._rng
-        if self._appliance_until is not None and now >= self._appliance_until:
-            self._appliance_until = None
-            self._appliance_w = 0.0
-        if self._appliance_until is None and dt_s > 0 and rng.random() < min(1.0, dt_s / 2400.0):
-            kind = rng.random()
-            if kind < 0.5:
-                power, duration = 2000.0, rng.uniform(90, 240)  # kettle
-            elif kind < 0.8:
-                power, duration = 1800.0, rng.uniform(600, 1800)  # washing machine
-            else:
-                power, duration = 2400.0, rng.uniform(900, 2700)  # oven
-            self._appliance_w = power
-            self._appliance_phase = rng.randrange(3)
-            self._appliance_until = now + timedelta(seconds=duration)
+    def _drift_voltages(self, dt_s: float) -> None:
         if dt_s > 0:
             pull = min(1.0, dt_s / 600.0)
-            self._cloud += pull * (0.75 - self._cloud) + rng.gauss(
-                0.0, 0.03 * math.sqrt(min(dt_s, 600.0))
-            )
-            self._cloud = min(1.0, max(0.1, self._cloud))
             for i in range(3):
-                self._voltage[i] += pull * (231.0 - self._voltage[i]) + rng.gauss(0.0, 0.4)
-
-    def _instant(self, local: datetime) -> tuple[float, float, float]:
-        load = self._load_w(local) * (1.0 + self._rng.gauss(0.0, 0.03))
-        pv_phase = self._pv_w(local) / 3
-        phases = [load * share - pv_phase for share in _PHASE_SHARE]
-        phases[self._appliance_phase] += self._appliance_w
-        return (phases[0], phases[1], phases[2])
+                self._voltage[i] += pull * (231.0 - self._voltage[i]) + self._rng.gauss(0.0, 0.4)
 
     def _integrate(self, start: datetime, end: datetime, end_power_w: float) -> None:
-        dt_s = (end - start).total_seconds()
-        if dt_s <= 0:
-            return
-        if dt_s <= _INTEGRATION_STEP_S:
-            segments = [(dt_s, self._power_w, end_power_w, end)]
-        else:
-            steps = min(_MAX_STEPS, math.ceil(dt_s / _INTEGRATION_STEP_S))
-            step_s = dt_s / steps
-            segments = []
-            previous = self._power_w
-            for i in range(1, steps + 1):
-                at = start + timedelta(seconds=step_s * i)
-                local = at.astimezone(_LOCAL)
-                power = end_power_w if i == steps else self._load_w(local) - self._pv_w(local)
-                segments.append((step_s, previous, power, at))
-                previous = power
-        for seconds, p0, p1, at in segments:
+        for seconds, p0, p1, at in self._household.segments(start, end, self._power_w,
+                                                            end_power_w):
             local = at.astimezone(_LOCAL)
             night = not 6 <= local.hour < 22
             hours = seconds / 3600
@@ -209,8 +134,9 @@ class SmlSimulator:
         """Move the model to ``now``; return the meter's seconds index."""
         local = now.astimezone(_LOCAL)
         dt_s = 0.0 if self._last is None else (now - self._last).total_seconds()
-        self._update_appliances(now, dt_s)
-        phases = self._instant(local)
+        self._household.update(now, dt_s)
+        self._drift_voltages(dt_s)
+        phases = self._household.instant(local)
         total = sum(phases)
         if self._last is not None:
             self._integrate(self._last, now, total)
