@@ -51,7 +51,10 @@ targets classes of which none is configured.  Opted-out events are not
 published; an event opted into before and out of by a modification is
 published as cancelled.
 
-Not supported: price signals (``ELECTRICITY_PRICE``...; such events are opted
+Price events: ``ELECTRICITY_PRICE`` signals of type ``price`` become one
+``PriceSignal`` per interval (see :func:`map_prices`); a price-only event is
+opted in.  Not supported: relative prices and multipliers (``priceRelative``,
+``priceMultiplier``: they need a base price; such events are opted
 out of), per-interval levels (the strongest interval counts for the whole
 event), the push model and XMPP, the VTN's own reports (``oadrRegisterReport``
 from the VTN), ``oadrCreateOpt`` availability schedules, test events
@@ -89,7 +92,7 @@ from gateway.backoff import Backoff
 from gateway.bus import Bus
 from gateway.clock import Clock, RealClock
 from gateway.errors import SignalError
-from gateway.model import DemandResponseEvent, Snapshot
+from gateway.model import DemandResponseEvent, PriceSignal, Snapshot
 from gateway.quantities import normalised_value, quantities_for
 
 __all__ = [
@@ -169,6 +172,7 @@ class OpenAdrConfig(BaseModel):
     load_classes: tuple[str, ...] = ()
     resource_classes: dict[str, str] = Field(default_factory=dict)
     open_ended_s: float = Field(default=4 * 3600.0, gt=0, le=7 * 86400.0)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")  # price events without a unit
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_cap_s: float = Field(default=300.0, gt=0)
 
@@ -400,6 +404,49 @@ def map_event(event: Mapping[str, Any], *, issuer: str, open_ended_s: float = 4 
     )
 
 
+def map_prices(event: Mapping[str, Any], *, default_currency: str = "EUR") -> list[PriceSignal]:
+    """The ELECTRICITY_PRICE signals of an event (signal type ``price``: an absolute
+    price per kWh) as one PriceSignal per interval, in order.  The currency is the
+    signal's ``currencyPerKWh`` unit, else ``default_currency``.  Relative prices
+    and multipliers (which need a base price the VEN does not know) are skipped.
+
+    Raises:
+        SignalError: (schema) a price interval without a duration or with a
+            payload that is not a number, or no timezone-aware dtstart.
+    """
+    event_id = _get(event, "event_descriptor", "event_id")
+    signals = event.get("event_signals") or []
+    if isinstance(signals, Mapping):
+        signals = signals.get("event_signals") or []
+    out: list[PriceSignal] = []
+    for sig in signals:
+        if not isinstance(sig, Mapping) or str(sig.get("signal_name", "")).upper() != \
+                "ELECTRICITY_PRICE" or sig.get("signal_type") != "price":
+            continue
+        start = _get(event, "active_period", "dtstart")
+        if not isinstance(start, datetime) or start.tzinfo is None:
+            raise SignalError("schema", f"event {event_id}: no timezone-aware dtstart")
+        unit = _get(sig, "measurement", "unit")
+        currency = unit if isinstance(unit, str) and len(unit) == 3 and unit.isalpha() \
+            else default_currency
+        at = start
+        for interval in sig.get("intervals") or ():
+            if not isinstance(interval, Mapping):
+                continue
+            own = interval.get("dtstart")
+            begin = own if isinstance(own, datetime) and own.tzinfo is not None else at
+            seconds = _seconds(interval.get("duration"), f"event {event_id}: price duration")
+            if seconds <= 0:
+                raise SignalError("schema", f"event {event_id}: a price interval without "
+                                            "a duration")
+            price = _number(interval.get("signal_payload"), f"event {event_id}: price")
+            end = begin + timedelta(seconds=seconds)
+            out.append(PriceSignal(start=begin, end=end, price_per_kwh=price,
+                                   currency=currency.upper(), source="openadr"))
+            at = end
+    return out
+
+
 def opt_for(dr: DemandResponseEvent, *, max_criticality: int = 9,
             load_classes: Iterable[str] = ()) -> tuple[OptType, str]:
     """Opt in or out of an event, with the reason (for the log)."""
@@ -507,7 +554,7 @@ class OpenAdrVen:
         self._http_answers = 0  # HTTP responses received (any status)
         self._valid_answers = 0  # responses that passed schema and signature checks
         self.counters: dict[str, int] = {
-            "registrations": 0, "polls": 0, "events": 0, "opt_in": 0, "opt_out": 0,
+            "registrations": 0, "polls": 0, "events": 0, "opt_in": 0, "opt_out": 0, "prices": 0,
             "published": 0, "reports": 0, "errors": 0,
         }
 
@@ -744,9 +791,28 @@ class OpenAdrVen:
         if seen is not None and seen.modification == mod:
             return seen.opt  # the VTN resent it (a new session): same answer, nothing new
         try:
+            prices = map_prices(event, default_currency=self._cfg.currency)
+        except SignalError as exc:
+            log.warning("OpenADR: price event refused: %s", exc.reason)
+            prices = []
+        test_event = _get(event, "event_descriptor", "test_event") not in (None, False, "false")
+        cancelled = _get(event, "event_descriptor", "event_status") == "cancelled"
+        if prices and not test_event and not cancelled:
+            for price in prices:
+                self.counters["prices"] += 1
+                self._bus.publish(price)
+            log.info("OpenADR: event %s: %d price interval(s) from %s, %.4f-%.4f %s/kWh",
+                     event_id, len(prices), prices[0].start.isoformat(),
+                     min(p.price_per_kwh for p in prices), max(p.price_per_kwh for p in prices),
+                     prices[0].currency)
+        try:
             dr = map_event(event, issuer=self._vtn_id, open_ended_s=self._cfg.open_ended_s,
                            resource_classes=self._cfg.resource_classes)
         except SignalError as exc:
+            if prices:  # a price-only event: taken as prices, nothing to shed
+                self._seen[str(event_id)] = _Seen(modification=mod, opt="optIn", published=False)
+                self.counters["opt_in"] += 1
+                return "optIn"
             log.warning("OpenADR: opting out of an event: %s", exc.reason)
             self.counters["opt_out"] += 1
             return "optOut"
@@ -758,7 +824,6 @@ class OpenAdrVen:
             return "optIn"
         opt, reason = opt_for(dr, max_criticality=self._cfg.max_criticality,
                               load_classes=self._cfg.load_classes)
-        test_event = _get(event, "event_descriptor", "test_event") not in (None, False, "false")
         publish = opt == "optIn" and not test_event and dr.end > self._clock.now()
         if publish:
             self._publish(dr)

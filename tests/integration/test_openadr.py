@@ -30,7 +30,7 @@ from openleadr import OpenADRServer, objects, utils  # noqa: E402
 
 from gateway.bus import Bus  # noqa: E402
 from gateway.clock import RealClock  # noqa: E402
-from gateway.model import DemandResponseEvent, MeterFrame, Snapshot  # noqa: E402
+from gateway.model import DemandResponseEvent, MeterFrame, PriceSignal, Snapshot  # noqa: E402
 from gateway.protocols.dsmr import DsmrDecoder  # noqa: E402
 from gateway.signals.openadr import OpenAdrConfig, OpenAdrVen, meter_values  # noqa: E402
 from gateway.sim.dsmr import DsmrSimulator  # noqa: E402
@@ -200,6 +200,48 @@ async def test_an_event_reaches_the_bus_and_the_vtn_sees_the_opt_in() -> None:
         assert not ev.cancelled
         assert await next_item(vtn.opts) == ("ev-1", "optIn")
         assert bus.dr_events["ev-1"] == ev
+
+
+async def test_a_price_event_becomes_price_signals_one_per_interval() -> None:
+    bus = Bus()
+    prices = bus.subscribe(PriceSignal)
+    events = bus.subscribe(DemandResponseEvent)
+    async with running_vtn() as vtn, running_ven(plain_config(vtn), bus) as ven:
+        await until(lambda: ven.health().ok, "the VEN registers")
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+        event = objects.Event(
+            event_descriptor=objects.EventDescriptor(
+                event_id="price-1", modification_number=0, market_context="oadr://han.test",
+                event_status="far"),
+            event_signals=[objects.EventSignal(
+                intervals=[objects.Interval(dtstart=start, duration=timedelta(minutes=30),
+                                            signal_payload=0.21),
+                           objects.Interval(dtstart=start + timedelta(minutes=30),
+                                            duration=timedelta(minutes=30), signal_payload=0.37)],
+                signal_name="ELECTRICITY_PRICE", signal_type="price", signal_id="price-1-s",
+                measurement=objects.Measurement(name="currencyPerKWh",
+                                                description="currencyPerKWh", unit="USD",
+                                                scale="none"))],
+            targets=[objects.Target(ven_id=VEN_ID)],
+        )
+        opts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def on_opt(ven_id: str, event_id: str, opt_type: str) -> None:
+            opts.put_nowait((event_id, opt_type))
+
+        vtn.server.add_raw_event(VEN_ID, event, callback=on_opt)
+        assert await next_item(opts) == ("price-1", "optIn")
+        got = [await next_item_of(prices), await next_item_of(prices)]
+        assert [(p.start, p.end, p.price_per_kwh, p.currency, p.source) for p in got] == [
+            (start, start + timedelta(minutes=30), 0.21, "USD", "openadr"),
+            (start + timedelta(minutes=30), start + timedelta(hours=1), 0.37, "USD", "openadr")]
+        assert events.get_nowait() is None  # nothing to shed: no DR event
+        assert ven.health().counters["prices"] == 2
+
+
+async def next_item_of(sub: Any) -> Any:
+    async with asyncio.timeout(DEADLINE_S):
+        return await sub.get()
 
 
 async def test_an_event_above_the_maximum_criticality_is_opted_out_of() -> None:

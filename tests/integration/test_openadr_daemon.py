@@ -84,8 +84,9 @@ report_interval_s = 1
             async with asyncio.timeout(30):
                 assert await vtn.opts.get() == ("adr-1", "optIn")
             await sub.wait_until(lambda _m: "OFF" in commands(sub, act), timeout=30)
-            st = last_state(sub, gw, "ev")
-            assert st is not None and st["rule"] == "dr-emergency"
+            # the state follows once the command was delivered
+            await sub.wait_until(lambda _m: (st := last_state(sub, gw, "ev")) is not None
+                                 and not st["on"] and st["rule"] == "dr-emergency", timeout=10)
             ev = await sub.wait_for(lambda m: m.topic == f"han/{gw}/dr/adr-1" and bool(m.payload))
             assert ev.json()["criticality"] == 7
             # The VTN receives the meter's import power (W), as the meter sent it.

@@ -271,3 +271,37 @@ def test_the_passphrase_never_shows() -> None:
     cfg = OpenAdrConfig.model_validate(
         {"vtn_url": "https://vtn/", "ven_name": "v", "key_passphrase": "hunter2"})
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.model_dump())
+
+
+def test_price_signals_one_per_interval_with_currency_and_skips() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.errors import SignalError
+    from gateway.signals.openadr import map_prices
+
+    start = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)
+
+    def event(*signals: dict[str, object]) -> dict[str, object]:
+        return {"event_descriptor": {"event_id": "p"},
+                "active_period": {"dtstart": start, "duration": timedelta(hours=2)},
+                "event_signals": list(signals)}
+
+    hourly = {"signal_name": "ELECTRICITY_PRICE", "signal_type": "price",
+              "intervals": [{"duration": timedelta(hours=1), "signal_payload": 0.3},
+                            {"duration": timedelta(hours=1), "signal_payload": 0.1}]}
+    got = map_prices(event(hourly), default_currency="SEK")
+    assert [(p.start, p.end, p.price_per_kwh, p.currency) for p in got] == [
+        (start, start + timedelta(hours=1), 0.3, "SEK"),
+        (start + timedelta(hours=1), start + timedelta(hours=2), 0.1, "SEK")]
+    with_unit = {**hourly, "measurement": {"name": "currencyPerKWh", "unit": "eur"}}
+    assert {p.currency for p in map_prices(event(with_unit))} == {"EUR"}
+    relative = {**hourly, "signal_type": "priceRelative"}
+    simple = {"signal_name": "SIMPLE", "signal_type": "level",
+              "intervals": [{"duration": timedelta(hours=1), "signal_payload": 1}]}
+    assert map_prices(event(relative, simple)) == []
+    broken = {**hourly, "intervals": [{"duration": timedelta(0), "signal_payload": 0.3}]}
+    with pytest.raises(SignalError, match="without a duration"):
+        map_prices(event(broken))
+    nan = {**hourly, "intervals": [{"duration": timedelta(hours=1), "signal_payload": "x"}]}
+    with pytest.raises(SignalError, match="expected a number"):
+        map_prices(event(nan))
