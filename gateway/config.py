@@ -35,6 +35,16 @@ _ID = r"^[A-Za-z0-9_-]{1,32}$"
 _HEX = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
+def iana_timezone(v: str | None) -> str | None:
+    """A pydantic validator body: ``v`` must name an IANA time zone (or be None)."""
+    if v is not None:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name such as Europe/Amsterdam") from None
+    return v
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,12 +99,7 @@ class MeterConfig(_Frozen):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError("expected an IANA time zone name such as Europe/Amsterdam") from None
-        return v
+        return iana_timezone(v)
 
     @field_validator("protocol")
     @classmethod

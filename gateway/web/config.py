@@ -16,10 +16,11 @@ import hmac
 import ipaddress
 import secrets
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 from pydantic import Field, field_validator, model_validator
+
+from gateway.config import iana_timezone
 
 __all__ = ["WebConfig", "check_warnings", "hash_password", "split_listen", "verify_password"]
 
@@ -116,12 +117,7 @@ class WebConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError("expected an IANA time zone name such as Europe/Amsterdam") from None
-        return v
+        return iana_timezone(v)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConfig:
